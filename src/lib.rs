@@ -1,0 +1,19 @@
+//! wsreactor: an RFC 6455 WebSocket server on a single-threaded mio event loop.
+//!
+//! The crate has two halves:
+//!
+//! * [`protocol`] is sans-IO: bytes go in, events and bytes come out. It knows every
+//!   rule of RFC 6455 and nothing about sockets or clocks, so it is unit-tested and
+//!   fuzzed in isolation.
+//! * [`reactor`] owns the sockets: one `mio::Poll`, a `Slab` of connections, a shared
+//!   read buffer, per-connection write queues with watermarks, and timers. It knows
+//!   no RFC rule; it moves bytes and time into the protocol half and back out.
+//!
+//! ```text
+//!  socket bytes -> reactor (read) -> protocol::decoder -> events -> app::Handler
+//!                                                                     |
+//!  socket bytes <- reactor (write queue) <- protocol::encoder <-------+
+//! ```
+#![deny(missing_docs)]
+
+pub mod protocol;
