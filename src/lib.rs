@@ -9,11 +9,15 @@
 //!   read buffer, per-connection write queues with watermarks, and timers. It knows
 //!   no RFC rule; it moves bytes and time into the protocol half and back out.
 //!
+//! [`app`] sits on top: the [`app::Handler`] trait the reactor calls, and the echo.
+//!
 //! ```text
-//!  socket bytes -> reactor (read) -> protocol::decoder -> events -> app::Handler
+//!  socket bytes -> reactor (read) -> protocol::Decoder -> events -> app::Handler
 //!                                                                     |
 //!  socket bytes <- reactor (write queue) <- protocol::encoder <-------+
 //! ```
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod protocol;
+pub mod reactor;

@@ -1,0 +1,390 @@
+//! The streaming frame decoder (RFC 6455 §5): feed it any slice of bytes, it reports how
+//! many it consumed and at most one [`Event`].
+//!
+//! It never holds a data payload. Payload bytes are unmasked in place in the caller's
+//! buffer and handed back as [`Event::Data`] slices as soon as they arrive, so a frame of
+//! 2^63−1 bytes costs it no more memory than one of 10 bytes. What it does keep between
+//! calls is small and fixed: up to 14 bytes of a header cut across reads, up to 125
+//! bytes of a control frame's payload, and the state of the UTF-8 validator.
+//!
+//! The states, named after what they wait for (like Node `ws`'s receiver):
+//!
+//! ```text
+//!   Header ──(2 bytes, then +2/+8 length bytes, then +4 mask key bytes)──┐
+//!     ^                                                                   v
+//!     ├──────────────────── data frame: Payload{remaining} ──> Data ──────┤
+//!     └──────────────── control frame: Control{remaining} ──> Ping/Pong/Close
+//! ```
+
+use super::close::CloseFrame;
+use super::coding::{MessageKind, OpCode};
+use super::control::{ControlPayload, MAX_CONTROL_PAYLOAD};
+use super::error::ProtocolError;
+use super::header::{FrameHeader, HeaderParse, MAX_HEADER_LEN, MAX_PAYLOAD_LEN};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// Which side of the connection this decoder reads for: it decides which masking rule
+/// applies to incoming frames (§5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Reads frames sent by clients, which must be masked.
+    Server,
+    /// Reads frames sent by a server, which must not be masked.
+    Client,
+}
+
+/// Size limits enforced on incoming frames and messages, both checked from the headers
+/// before any payload byte is accepted (close 1009 above them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest payload one frame may declare.
+    pub max_frame_size: u64,
+    /// The largest total payload of one (possibly fragmented) message.
+    pub max_message_size: u64,
+}
+
+impl Default for Limits {
+    /// No limits beyond the protocol's own 2^63−1: a streaming consumer needs none.
+    fn default() -> Self {
+        Limits {
+            max_frame_size: MAX_PAYLOAD_LEN,
+            max_message_size: MAX_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// What the decoder found in the bytes it consumed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A frame header passed every check. For a text or binary opcode this starts a
+    /// message; a continuation carries on the open one; a control opcode is followed
+    /// by its [`Event::Ping`], [`Event::Pong`] or [`Event::Close`] once its payload is in.
+    FrameStart(FrameHeader),
+    /// The next payload bytes of the current data message, already unmasked. For text
+    /// they are the part the UTF-8 validator has accepted so far: a prefix of valid
+    /// UTF-8, though possibly ending inside a code point that the next bytes complete.
+    /// Every data frame with payload yields one or more of these; an empty frame with
+    /// FIN yields one with no bytes, so that the end of every message is seen.
+    Data {
+        /// Whether the message is text or binary (from its first frame's opcode).
+        kind: MessageKind,
+        /// The payload bytes (empty only when they end an empty final frame).
+        bytes: &'a mut [u8],
+        /// These bytes complete a frame with FIN set: the message is over.
+        end_of_message: bool,
+    },
+    /// A complete ping; the answer is a pong with the same payload (§5.5.2).
+    Ping(ControlPayload),
+    /// A complete pong (§5.5.3).
+    Pong(ControlPayload),
+    /// A complete, valid close frame; `None` when it had no body (§5.5.1).
+    Close(Option<CloseFrame>),
+}
+
+/// What the decoder is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Header bytes; `filled` of them are already in `header_buf`.
+    Header { filled: usize },
+    /// The rest of a data frame's payload (0 only for an empty final frame, whose
+    /// `Data` event the next call reports).
+    Payload { remaining: u64 },
+    /// The rest of a control frame's payload, collected in `control`.
+    Control { remaining: usize },
+}
+
+/// The message a data frame belongs to (§5.4: a message may span many frames).
+#[derive(Clone, Copy, Debug)]
+struct OpenMessage {
+    kind: MessageKind,
+    /// Payload bytes declared so far, checked against `Limits::max_message_size`.
+    declared: u64,
+}
+
+/// A streaming RFC 6455 frame decoder for one connection. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    role: Role,
+    limits: Limits,
+    state: State,
+    header_buf: [u8; MAX_HEADER_LEN],
+    /// The header of the frame whose payload is being read.
+    frame: FrameHeader,
+    /// Payload bytes of the current frame already unmasked, mod 4: where in the key the
+    /// next byte starts (§5.3).
+    mask_offset: usize,
+    message: Option<OpenMessage>,
+    utf8: Utf8Validator,
+    control: ControlPayload,
+    /// Once the peer broke the protocol, every later call reports the same error.
+    failed: Option<ProtocolError>,
+}
+
+impl Decoder {
+    /// A decoder for the given side, with these limits.
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Decoder {
+            role,
+            limits,
+            state: State::Header { filled: 0 },
+            header_buf: [0; MAX_HEADER_LEN],
+            frame: FrameHeader {
+                fin: true,
+                rsv: 0,
+                opcode: OpCode::Continuation,
+                mask: None,
+                payload_len: 0,
+            },
+            mask_offset: 0,
+            message: None,
+            utf8: Utf8Validator::default(),
+            control: ControlPayload::new(),
+            failed: None,
+        }
+    }
+
+    /// The kind of the data message currently open, if a fragmented message is under way.
+    pub fn open_message(&self) -> Option<MessageKind> {
+        self.message.map(|m| m.kind)
+    }
+
+    /// Whether the decoder sits exactly between two frames (nothing of a frame is
+    /// pending), e.g. to know that a connection holds no partial input.
+    pub fn is_between_frames(&self) -> bool {
+        self.state == State::Header { filled: 0 }
+    }
+
+    /// Decodes from the front of `input`: returns how many bytes were consumed and the
+    /// event they completed, if any. `None` means every byte was consumed and more are
+    /// needed; with an event, call again with the rest of the input (even if it is
+    /// empty: a frame end takes no bytes). Payload bytes are unmasked in place.
+    pub fn decode<'a>(
+        &mut self,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        let result = self.step(input);
+        if let Err(error) = result {
+            self.failed = Some(error);
+        }
+        result
+    }
+
+    fn step<'a>(
+        &mut self,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        match self.state {
+            State::Header { filled } => self.read_header(filled, input),
+            State::Payload { remaining } => self.read_payload(remaining, input),
+            State::Control { remaining } => self.read_control(remaining, input),
+        }
+    }
+
+    fn read_header<'a>(
+        &mut self,
+        mut filled: usize,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        // Fast path: nothing stashed, so parse straight from the input without copying.
+        if filled == 0 {
+            if let HeaderParse::Complete { header, len } = FrameHeader::parse(input)? {
+                self.start_frame(header)?;
+                return Ok((len, Some(Event::FrameStart(header))));
+            }
+        }
+        // The header is cut across reads: stash exactly the bytes it still needs, so
+        // that nothing beyond it is taken out of `input`.
+        let mut used = 0;
+        loop {
+            match FrameHeader::parse(&self.header_buf[..filled])? {
+                HeaderParse::Complete { header, .. } => {
+                    self.start_frame(header)?;
+                    return Ok((used, Some(Event::FrameStart(header))));
+                }
+                HeaderParse::Partial { needed } => {
+                    let take = (needed - filled).min(input.len() - used);
+                    if take == 0 {
+                        self.state = State::Header { filled };
+                        return Ok((used, None));
+                    }
+                    self.header_buf[filled..filled + take]
+                        .copy_from_slice(&input[used..used + take]);
+                    filled += take;
+                    used += take;
+                }
+            }
+        }
+    }
+
+    /// Checks a complete header against the RFC and the decoder's state (§5.2–§5.5) and
+    /// moves to reading its payload.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        // §5.2: "MUST be 0 unless an extension is negotiated"; we negotiate none.
+        if header.rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        if header.payload_len > self.limits.max_frame_size {
+            return Err(ProtocolError::FrameTooLarge);
+        }
+        self.frame = header;
+        self.mask_offset = 0;
+        match header.opcode {
+            OpCode::Reserved(_) => return Err(ProtocolError::ReservedOpcode),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                // §5.5: control frames MUST have a payload of 125 bytes or less and
+                // MUST NOT be fragmented. They may arrive between a message's frames.
+                if !header.fin {
+                    return Err(ProtocolError::FragmentedControlFrame);
+                }
+                let remaining = usize::try_from(header.payload_len)
+                    .ok()
+                    .filter(|&len| len <= MAX_CONTROL_PAYLOAD)
+                    .ok_or(ProtocolError::ControlFrameTooLong)?;
+                self.control.clear();
+                self.state = State::Control { remaining };
+                return Ok(());
+            }
+            OpCode::Continuation => {
+                if self.message.is_none() {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                let kind = if header.opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.utf8.reset();
+                self.message = Some(OpenMessage { kind, declared: 0 });
+            }
+        }
+        if let Some(message) = &mut self.message {
+            // Both terms are at most 2^63−1, so the sum cannot overflow a u64.
+            message.declared += header.payload_len;
+            if message.declared > self.limits.max_message_size {
+                return Err(ProtocolError::MessageTooLarge);
+            }
+            // Only the running total matters from here on; clamp it so that a long
+            // stream of frames can never overflow it either.
+            message.declared = message.declared.min(MAX_PAYLOAD_LEN);
+        }
+        self.state = if header.payload_len == 0 && !header.fin {
+            // Nothing to deliver: an empty fragment in the middle of a message.
+            State::Header { filled: 0 }
+        } else {
+            State::Payload {
+                remaining: header.payload_len,
+            }
+        };
+        Ok(())
+    }
+
+    /// Unmasks `chunk` in place and advances the key position by its length.
+    fn unmask(&mut self, chunk: &mut [u8]) {
+        if let Some(key) = self.frame.mask {
+            apply_mask(chunk, key, self.mask_offset);
+            self.mask_offset = (self.mask_offset + chunk.len()) % 4;
+        }
+    }
+
+    fn read_payload<'a>(
+        &mut self,
+        remaining: u64,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if input.is_empty() && remaining > 0 {
+            return Ok((0, None));
+        }
+        // `n` is at most input.len(), so the cast back to usize is lossless.
+        let n = remaining.min(input.len() as u64) as usize;
+        let remaining = remaining - n as u64;
+        let chunk = &mut input[..n];
+        self.unmask(chunk);
+        let end_of_message = remaining == 0 && self.frame.fin;
+        self.state = if remaining == 0 {
+            State::Header { filled: 0 }
+        } else {
+            State::Payload { remaining }
+        };
+        let message = if end_of_message {
+            self.message.take()
+        } else {
+            self.message
+        };
+        // A data frame is only accepted while a message is open (see `start_frame`).
+        let kind = message.map_or(MessageKind::Binary, |m| m.kind);
+        if kind == MessageKind::Text {
+            let valid = match self.utf8.feed(chunk) {
+                // A text message may not end inside a code point (§8.1).
+                // Its pending bytes may have begun in an earlier chunk, hence saturating.
+                Ok(()) if end_of_message && !self.utf8.is_complete() => {
+                    n.saturating_sub(self.utf8.pending_len())
+                }
+                Ok(()) => n,
+                Err(error) => error.valid_up_to,
+            };
+            if valid < n {
+                // §8.1 fail fast: hand on the valid prefix, then fail on the next call.
+                self.failed = Some(ProtocolError::InvalidUtf8);
+                return match valid {
+                    0 => Err(ProtocolError::InvalidUtf8),
+                    _ => Ok((
+                        valid,
+                        Some(Event::Data {
+                            kind,
+                            bytes: &mut chunk[..valid],
+                            end_of_message: false,
+                        }),
+                    )),
+                };
+            }
+        }
+        Ok((
+            n,
+            Some(Event::Data {
+                kind,
+                bytes: chunk,
+                end_of_message,
+            }),
+        ))
+    }
+
+    fn read_control<'a>(
+        &mut self,
+        remaining: usize,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        let n = remaining.min(input.len());
+        let chunk = &mut input[..n];
+        self.unmask(chunk);
+        let fits = self.control.extend(chunk);
+        debug_assert!(fits, "control payloads are checked to be at most 125 bytes");
+        if remaining > n {
+            self.state = State::Control {
+                remaining: remaining - n,
+            };
+            return Ok((n, None));
+        }
+        self.state = State::Header { filled: 0 };
+        let payload = self.control;
+        let event = match self.frame.opcode {
+            OpCode::Ping => Event::Ping(payload),
+            OpCode::Pong => Event::Pong(payload),
+            _ => Event::Close(CloseFrame::parse(payload.as_slice())?),
+        };
+        Ok((n, Some(event)))
+    }
+}

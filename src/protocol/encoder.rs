@@ -1,0 +1,148 @@
+//! Outgoing frames: cutting a message into frames of a bounded size (RFC 6455 §5.4)
+//! and the headers of control frames.
+//!
+//! A server never masks (§5.1), so the payload bytes go out exactly as the application
+//! gave them: the encoder only produces headers and says which slice of the payload
+//! follows each one.
+
+use super::coding::{MessageKind, OpCode};
+use super::header::FrameHeader;
+
+/// Cuts outgoing data messages into frames of at most `max_frame` payload bytes.
+///
+/// It remembers whether a message is open, so a message can be written in several
+/// calls (a streaming echo forwards each chunk as it arrives): the first frame carries
+/// the text/binary opcode, every later one is a continuation, and only the last has
+/// FIN set. Control frames may be sent between its frames (§5.4).
+#[derive(Clone, Debug)]
+pub struct Fragmenter {
+    max_frame: usize,
+    open: bool,
+}
+
+impl Fragmenter {
+    /// A fragmenter for frames of at most `max_frame` bytes (at least 1).
+    pub fn new(max_frame: usize) -> Self {
+        Fragmenter {
+            max_frame: max_frame.max(1),
+            open: false,
+        }
+    }
+
+    /// Whether a message has been started and not yet finished.
+    pub fn in_message(&self) -> bool {
+        self.open
+    }
+
+    /// Calls `emit(header, payload)` for each frame that carries `data` as the next part
+    /// of a message of `kind`; `end_of_message` sets FIN on the last one. Empty `data`
+    /// produces no frame unless it ends the message (then one empty FIN frame).
+    pub fn frames(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        end_of_message: bool,
+        mut emit: impl FnMut(FrameHeader, &[u8]),
+    ) {
+        let mut chunks = data.chunks(self.max_frame).peekable();
+        if chunks.peek().is_none() && !end_of_message {
+            return;
+        }
+        loop {
+            let chunk = chunks.next().unwrap_or_default();
+            let last = chunks.peek().is_none();
+            let opcode = if self.open {
+                OpCode::Continuation
+            } else {
+                kind.opcode()
+            };
+            self.open = !(last && end_of_message);
+            emit(
+                FrameHeader {
+                    fin: last && end_of_message,
+                    rsv: 0,
+                    opcode,
+                    mask: None,
+                    payload_len: chunk.len() as u64,
+                },
+                chunk,
+            );
+            if last {
+                return;
+            }
+        }
+    }
+}
+
+/// The header of an unmasked control frame (close, ping or pong) with `payload_len`
+/// bytes (at most 125, §5.5).
+pub fn control_header(opcode: OpCode, payload_len: usize) -> FrameHeader {
+    debug_assert!(opcode.is_control() && payload_len <= super::control::MAX_CONTROL_PAYLOAD);
+    FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode,
+        mask: None,
+        payload_len: payload_len as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(
+        f: &mut Fragmenter,
+        kind: MessageKind,
+        data: &[u8],
+        end: bool,
+    ) -> Vec<(OpCode, bool, Vec<u8>)> {
+        let mut out = Vec::new();
+        f.frames(kind, data, end, |h, p| {
+            out.push((h.opcode, h.fin, p.to_vec()))
+        });
+        out
+    }
+
+    #[test]
+    fn a_small_message_is_one_frame() {
+        let mut f = Fragmenter::new(4);
+        assert_eq!(
+            collect(&mut f, MessageKind::Text, b"hey", true),
+            vec![(OpCode::Text, true, b"hey".to_vec())]
+        );
+        assert!(!f.in_message());
+    }
+
+    #[test]
+    fn a_large_message_is_cut_into_continuations() {
+        let mut f = Fragmenter::new(4);
+        assert_eq!(
+            collect(&mut f, MessageKind::Binary, b"0123456789", true),
+            vec![
+                (OpCode::Binary, false, b"0123".to_vec()),
+                (OpCode::Continuation, false, b"4567".to_vec()),
+                (OpCode::Continuation, true, b"89".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_written_in_parts_continues_across_calls() {
+        let mut f = Fragmenter::new(64);
+        assert_eq!(
+            collect(&mut f, MessageKind::Text, b"ab", false),
+            vec![(OpCode::Text, false, b"ab".to_vec())]
+        );
+        assert!(f.in_message());
+        assert!(collect(&mut f, MessageKind::Text, b"", false).is_empty());
+        assert_eq!(
+            collect(&mut f, MessageKind::Text, b"", true),
+            vec![(OpCode::Continuation, true, Vec::new())]
+        );
+        assert_eq!(
+            collect(&mut f, MessageKind::Text, b"", true),
+            vec![(OpCode::Text, true, Vec::new())]
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Every limit of the server, with its default and the reason for it. The same struct
+//! is the command line (`wsreactor --help` prints these docs and defaults).
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Server configuration. Sizes are in bytes, times in seconds (0 turns a timer off
+/// where that is allowed).
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub addr: SocketAddr,
+
+    /// Most WebSocket connections open at once; further upgrades are refused with
+    /// 503 and Retry-After.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest HTTP request head; a longer one is refused with 431. 8 KiB is what
+    /// common servers accept and far more than a browser's upgrade request needs.
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_handshake_size: usize,
+
+    /// Largest payload one incoming frame may declare (close 1009 above it). The
+    /// streaming echo needs no limit; the protocol's own is 2^63-1.
+    #[arg(long, default_value_t = crate::protocol::header::MAX_PAYLOAD_LEN)]
+    pub max_frame_size: u64,
+
+    /// Largest message a buffering (message-level) handler accepts (close 1009 above
+    /// it, before anything is allocated for the excess). Streaming handlers ignore it.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_message_size: u64,
+
+    /// Largest payload of one outgoing frame: longer messages are sent as fragments,
+    /// so a pong or a close can go out between them (RFC 6455 §5.4).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_frame_out: usize,
+
+    /// Size of the reactor's shared read buffer: the most read from one socket at a
+    /// time. Connections have no read buffer of their own.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub read_buffer_size: usize,
+
+    /// Queued outgoing bytes above which a connection stops reading: a client that
+    /// sends without reading meets TCP back-pressure instead of growing server memory.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub write_high_watermark: usize,
+
+    /// Queued outgoing bytes below which a paused connection reads again.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub write_low_watermark: usize,
+
+    /// Seconds a client has to complete the opening handshake (slowloris guard).
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// Seconds to wait for the peer's close frame, or for its TCP close after ours,
+    /// before dropping the connection (RFC 6455 §7.1.1).
+    #[arg(long, default_value_t = 5)]
+    pub close_timeout: u64,
+
+    /// Seconds of silence after which the server pings a connection; it is dropped
+    /// if nothing arrives within as long again. 0 turns keepalive off.
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Seconds to wait at shutdown (SIGINT/SIGTERM) for clients to answer close 1001.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_timeout: u64,
+
+    /// Cap the kernel receive buffer of each connection (SO_RCVBUF); by default Linux
+    /// autotunes it, up to several MiB per connection.
+    #[arg(long)]
+    pub so_rcvbuf: Option<usize>,
+
+    /// Cap the kernel send buffer of each connection (SO_SNDBUF).
+    #[arg(long)]
+    pub so_sndbuf: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing no arguments yields exactly the defaults declared above.
+        <Defaults as clap::Parser>::parse_from(["wsreactor"]).config
+    }
+}
+
+impl Config {
+    /// The handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
+    }
+
+    /// The close timeout as a duration.
+    pub fn close_timeout(&self) -> Duration {
+        Duration::from_secs(self.close_timeout)
+    }
+
+    /// The keepalive interval, if keepalive is on.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+}

@@ -1,0 +1,830 @@
+//! The I/O half: one `mio::Poll` loop that owns every socket.
+//!
+//! The loop reads like mio's `tcp_server` example grown up. Sockets are registered
+//! edge-triggered, so each readiness event is reported once: on readable the loop reads
+//! until `WouldBlock`, on writable it writes until `WouldBlock`, on the listener it
+//! accepts until `WouldBlock`. Bytes are read into one buffer shared by all connections
+//! and handed to the connection's sans-IO [`Decoder`]; events go to the [`Handler`];
+//! whatever it sends is queued on the connection's [`write_queue::WriteQueue`] and
+//! flushed. See `docs/ARCHITECTURE.md` for the life of a connection.
+
+pub mod config;
+pub mod connection;
+mod http;
+pub mod timers;
+pub mod write_queue;
+
+pub use config::Config;
+
+use crate::app::{ConnId, Handler};
+use crate::protocol::encoder::Fragmenter;
+use crate::protocol::handshake::{self, http_response, parse_request, Parsed, Request};
+use crate::protocol::header::MAX_PAYLOAD_LEN;
+use crate::protocol::{
+    CloseCode, CloseFrame, Decoder, Event, Limits, MessageKind, OpCode, ProtocolError, Role,
+};
+use connection::{Connection, Phase};
+use log::{debug, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+use timers::Timers;
+
+/// The listening socket's token; connection tokens are their slab slots.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// SIGINT/SIGTERM arrive as readiness of this token.
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Reads per connection per loop turn: a client that never stops sending is served
+/// in turns with everyone else instead of holding the loop.
+const MAX_READS_PER_TURN: usize = 16;
+/// How long to stop accepting when the process is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The state every handler call may touch, apart from the handler itself.
+struct Shared {
+    config: Config,
+    conns: Slab<Connection>,
+    timers: Timers,
+    /// Connections with newly queued output, flushed after each batch of events.
+    touched: Vec<ConnId>,
+    /// Connections to read again without waiting for an event: edge-triggered
+    /// readiness is not repeated for bytes already waiting (after back-pressure
+    /// paused reading, or after `MAX_READS_PER_TURN`).
+    ready: Vec<ConnId>,
+    /// Connections whose handler has seen `on_open` and not `on_close`.
+    open_count: usize,
+}
+
+/// What a [`Handler`] acts through: sending to and closing connections.
+pub struct Ctx<'a> {
+    shared: &'a mut Shared,
+    now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Queues `data` as the next part of a `kind` message to `conn` (cut into frames of
+    /// at most `--max-frame-out` bytes); `end_of_message` finishes the message. Returns
+    /// false if `conn` is gone or closing. A message must be finished before another
+    /// is started on the same connection (RFC 6455 §5.4).
+    pub fn send(
+        &mut self,
+        conn: ConnId,
+        kind: MessageKind,
+        data: &[u8],
+        end_of_message: bool,
+    ) -> bool {
+        match self.shared.conns.get_mut(conn.slot) {
+            Some(c) if c.id == conn && c.is_open() => {
+                c.queue_data(kind, data, end_of_message);
+                self.shared.touched.push(conn);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes queued for `conn` that the socket has not taken yet, if it exists. A
+    /// handler that produces data on its own (not in answer to input) should hold
+    /// back while this is above the write high watermark.
+    pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
+        self.shared
+            .conns
+            .get(conn.slot)
+            .filter(|c| c.id == conn)
+            .map(|c| c.queue.len())
+    }
+
+    /// Starts the closing handshake on `conn` with `code` and `reason` (§7.1.2). The
+    /// handler gets no `on_close` for a close it started itself.
+    pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
+        match self.shared.conns.get_mut(conn.slot) {
+            Some(c) if c.id == conn && c.is_open() => {
+                c.queue_close(code, reason);
+                c.phase = Phase::CloseSent;
+                if c.app_open {
+                    c.app_open = false;
+                    self.shared.open_count -= 1;
+                }
+                let at = self.now + self.shared.config.close_timeout();
+                self.shared.set_deadline(conn.slot, at);
+                self.shared.touched.push(conn);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Shared {
+    fn set_deadline(&mut self, slot: usize, at: Instant) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.deadline = Some(at);
+            self.timers.schedule(at, conn.id);
+        }
+    }
+
+    /// Writes what `slot` has queued, shuts its write side once a draining connection
+    /// has sent everything, and applies the write watermarks.
+    fn flush(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Err(e) = conn.queue.flush_until_blocked(&mut conn.socket) {
+            debug!("{} write failed: {e}", conn.peer);
+            self.remove(slot);
+            return;
+        }
+        if let Phase::Draining { write_shut } = &mut conn.phase {
+            if !*write_shut && conn.queue.is_empty() {
+                // §7.1.1: the server closes the TCP connection first. Shutting the
+                // write side sends FIN but keeps reading, to see the client's FIN.
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                *write_shut = true;
+            }
+        }
+        let queued = conn.queue.len();
+        if !conn.paused && queued > self.config.write_high_watermark {
+            trace!("{} paused: {queued} bytes queued", conn.peer);
+            conn.paused = true;
+        } else if conn.paused && queued <= self.config.write_low_watermark {
+            trace!("{} resumed: {queued} bytes queued", conn.peer);
+            conn.paused = false;
+            self.ready.push(conn.id);
+        }
+    }
+
+    fn flush_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for id in touched.drain(..) {
+            if self.conns.get(id.slot).is_some_and(|c| c.id == id) {
+                self.flush(id.slot);
+            }
+        }
+        self.touched = touched;
+    }
+
+    /// Stops reading frames and lets the connection flush, then close (see
+    /// [`Phase::Draining`]); the close timeout bounds how long that may take.
+    fn begin_draining(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.phase = Phase::Draining { write_shut: false };
+        let id = conn.id;
+        self.set_deadline(slot, now + self.config.close_timeout());
+        self.touched.push(id);
+    }
+
+    /// Drops the connection at once: its socket is closed (which also removes it from
+    /// the poll set). The caller has told the handler.
+    fn remove(&mut self, slot: usize) {
+        if self.conns.contains(slot) {
+            let conn = self.conns.remove(slot);
+            if conn.app_open {
+                self.open_count -= 1;
+            }
+            trace!("{} removed", conn.peer);
+        }
+    }
+}
+
+/// A WebSocket server: a listener, a poll loop and a handler.
+pub struct Server<H> {
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    read_buf: Vec<u8>,
+    handler: H,
+    shared: Shared,
+    next_serial: u64,
+    /// Accepting is paused until then (the process ran out of file descriptors).
+    accept_paused_until: Option<Instant>,
+    /// Set once SIGINT/SIGTERM arrived: the loop ends by then at the latest.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listener and registers it and the signal handlers with a new poll.
+    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(bind_listener(&config)?);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            listener,
+            signals,
+            read_buf: vec![0; config.read_buffer_size.max(1024)],
+            handler,
+            shared: Shared {
+                config,
+                conns: Slab::new(),
+                timers: Timers::default(),
+                touched: Vec::new(),
+                ready: Vec::new(),
+                open_count: 0,
+            },
+            next_serial: 0,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the loop until a shutdown signal has been handled. Returns `Ok` after a
+    /// graceful shutdown.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let config = &self.shared.config;
+        info!(
+            "listening on {} (max connections {}, read buffer {} B, write watermarks {}/{} B, max frame out {} B, handshake/close/idle timeouts {}/{}/{} s)",
+            self.local_addr()?,
+            config.max_connections,
+            self.read_buf.len(),
+            config.write_low_watermark,
+            config.write_high_watermark,
+            config.max_frame_out,
+            config.handshake_timeout,
+            config.close_timeout,
+            config.idle_timeout,
+        );
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => {
+                        if self.accept_paused_until.is_none() {
+                            self.accept_until_blocked(now);
+                        }
+                    }
+                    SIGNALS => self.on_signal(now),
+                    Token(slot) => {
+                        if event.is_writable() {
+                            self.shared.flush(slot);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_until_blocked(slot, now);
+                        }
+                    }
+                }
+            }
+            for id in std::mem::take(&mut self.shared.ready) {
+                if self.shared.conns.get(id.slot).is_some_and(|c| c.id == id) {
+                    self.read_until_blocked(id.slot, now);
+                }
+            }
+            self.fire_timers(now);
+            if self.accept_paused_until.is_some_and(|until| now >= until) {
+                self.accept_paused_until = None;
+                self.accept_until_blocked(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.shared.conns.is_empty() || now >= deadline {
+                    info!("shut down ({} connections left)", self.shared.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: until the nearest deadline of any kind.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.shared.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.shared.timers.next_timeout(now),
+            self.accept_paused_until
+                .map(|at| at.saturating_duration_since(now)),
+            self.shutdown_deadline
+                .map(|at| at.saturating_duration_since(now)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn accept_until_blocked(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.add_connection(socket, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // The pending connection stays in the backlog; retrying now would
+                    // fail the same way in a busy loop. Try again shortly.
+                    warn!(
+                        "accept: {e}; pausing accepts for {} ms ({} connections open)",
+                        ACCEPT_BACKOFF.as_millis(),
+                        self.shared.conns.len()
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // A connection reset before it was accepted, and the like: skip it.
+                Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        // Frames are written whole; Nagle's algorithm would only delay small echoes.
+        let _ = socket.set_nodelay(true);
+        let entry = self.shared.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("{peer} register failed: {e}");
+            return;
+        }
+        self.next_serial += 1;
+        let id = ConnId {
+            slot,
+            serial: self.next_serial,
+        };
+        let limits = Limits {
+            max_frame_size: self.shared.config.max_frame_size,
+            max_message_size: self.handler.max_message_size().unwrap_or(MAX_PAYLOAD_LEN),
+        };
+        entry.insert(Connection {
+            id,
+            socket,
+            peer,
+            phase: Phase::Handshaking { head: Vec::new() },
+            decoder: Decoder::new(Role::Server, limits),
+            fragmenter: Fragmenter::new(self.shared.config.max_frame_out),
+            queue: Default::default(),
+            paused: false,
+            app_open: false,
+            last_read: now,
+            deadline: None,
+        });
+        trace!("{peer} accepted (slot {slot})");
+        let at = now + self.shared.config.handshake_timeout();
+        self.shared.set_deadline(slot, at);
+        // The client may have sent its request already; edge-triggered readiness for
+        // it may come with the registration or not, so read now.
+        self.read_until_blocked(slot, now);
+    }
+
+    fn read_until_blocked(&mut self, slot: usize, now: Instant) {
+        for _ in 0..MAX_READS_PER_TURN {
+            let Some(conn) = self.shared.conns.get_mut(slot) else {
+                return;
+            };
+            if !conn.wants_read() {
+                return;
+            }
+            let n = match conn.socket.read(&mut self.read_buf) {
+                Ok(0) => {
+                    self.on_eof(slot);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{} read failed: {e}", conn.peer);
+                    self.close_abnormally(slot, now);
+                    return;
+                }
+            };
+            conn.last_read = now;
+            if let Phase::Open { ping_outstanding } = &mut conn.phase {
+                *ping_outstanding = false;
+            }
+            let input = &mut self.read_buf[..n];
+            match conn.phase {
+                Phase::Handshaking { .. } => {
+                    on_handshake_input(&mut self.handler, &mut self.shared, slot, input, now)
+                }
+                Phase::Open { .. } | Phase::CloseSent => {
+                    on_frames(&mut self.handler, &mut self.shared, slot, input, now)
+                }
+                // The close handshake is over: whatever else arrives is discarded.
+                Phase::Draining { .. } => {}
+            }
+            self.shared.flush_touched();
+        }
+        // The socket may hold more: come back next turn rather than starve the others.
+        if let Some(conn) = self.shared.conns.get(slot) {
+            self.shared.ready.push(conn.id);
+        }
+    }
+
+    fn on_eof(&mut self, slot: usize) {
+        let Some(conn) = self.shared.conns.get(slot) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Open { .. } | Phase::CloseSent => {
+                debug!("{} dropped the connection without a close frame", conn.peer);
+                self.close_abnormally(slot, Instant::now());
+            }
+            Phase::Handshaking { .. } | Phase::Draining { .. } => self.shared.remove(slot),
+        }
+    }
+
+    /// Drops a connection that cannot complete a close handshake, telling the handler
+    /// with 1006 (§7.1.5: "abnormal closure").
+    fn close_abnormally(&mut self, slot: usize, now: Instant) {
+        leave_open(
+            &mut self.handler,
+            &mut self.shared,
+            slot,
+            CloseCode::ABNORMAL,
+            "",
+            now,
+        );
+        self.shared.remove(slot);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, id)) = self.shared.timers.pop_due(now) {
+            let Some(conn) = self.shared.conns.get_mut(id.slot) else {
+                continue;
+            };
+            if conn.id != id || conn.deadline != Some(at) {
+                continue; // superseded, or the slot belongs to another connection now
+            }
+            conn.deadline = None;
+            match conn.phase {
+                Phase::Handshaking { .. } => {
+                    debug!("{} handshake timed out", conn.peer);
+                    self.shared.remove(id.slot);
+                }
+                Phase::Open { ping_outstanding } => {
+                    let Some(idle) = self.shared.config.idle_timeout() else {
+                        continue;
+                    };
+                    let quiet_until = conn.last_read + idle;
+                    if now < quiet_until {
+                        self.shared.set_deadline(id.slot, quiet_until);
+                    } else if !ping_outstanding {
+                        trace!("{} idle: ping", conn.peer);
+                        conn.queue_control(OpCode::Ping, b"keepalive");
+                        conn.phase = Phase::Open {
+                            ping_outstanding: true,
+                        };
+                        self.shared.touched.push(id);
+                        self.shared.set_deadline(id.slot, now + idle);
+                    } else {
+                        debug!("{} sent nothing after a keepalive ping: dropped", conn.peer);
+                        self.close_abnormally(id.slot, now);
+                    }
+                }
+                Phase::CloseSent | Phase::Draining { .. } => {
+                    debug!("{} close timed out", conn.peer);
+                    self.close_abnormally(id.slot, now);
+                }
+            }
+        }
+        self.shared.flush_touched();
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        if self.signals.pending().next().is_none() {
+            return;
+        }
+        if self.shutdown_deadline.is_some() {
+            info!("second signal: exiting now");
+            self.shutdown_deadline = Some(now);
+            return;
+        }
+        info!(
+            "shutting down: closing {} connections (up to {} s)",
+            self.shared.conns.len(),
+            self.shared.config.shutdown_timeout
+        );
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.accept_paused_until = None;
+        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout());
+        let slots: Vec<usize> = self.shared.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let Some(conn) = self.shared.conns.get(slot) else {
+                continue;
+            };
+            match conn.phase {
+                Phase::Handshaking { .. } => self.shared.remove(slot),
+                Phase::Open { .. } => {
+                    let id = conn.id;
+                    leave_open(
+                        &mut self.handler,
+                        &mut self.shared,
+                        slot,
+                        CloseCode::GOING_AWAY,
+                        "server shutting down",
+                        now,
+                    );
+                    Ctx {
+                        shared: &mut self.shared,
+                        now,
+                    }
+                    .close(id, CloseCode::GOING_AWAY, "server shutting down");
+                }
+                Phase::CloseSent | Phase::Draining { .. } => {}
+            }
+        }
+        self.shared.flush_touched();
+    }
+}
+
+/// Tells the handler that `slot` is no longer open (once), with the close code that
+/// ended it.
+fn leave_open<H: Handler>(
+    handler: &mut H,
+    shared: &mut Shared,
+    slot: usize,
+    code: CloseCode,
+    reason: &str,
+    now: Instant,
+) {
+    let Some(conn) = shared.conns.get_mut(slot) else {
+        return;
+    };
+    if !conn.app_open {
+        return;
+    }
+    conn.app_open = false;
+    shared.open_count -= 1;
+    let id = conn.id;
+    debug!("{} closed: code {code} reason {reason:?}", conn.peer);
+    handler.on_close(&mut Ctx { shared, now }, id, code, reason);
+}
+
+/// Handles bytes of the HTTP request head: waits for the whole head, then answers it
+/// with 101 (and decodes whatever followed the head as frames) or with an HTTP error.
+fn on_handshake_input<H: Handler>(
+    handler: &mut H,
+    shared: &mut Shared,
+    slot: usize,
+    input: &mut [u8],
+    now: Instant,
+) {
+    let max_head = shared.config.max_handshake_size;
+    let Some(conn) = shared.conns.get_mut(slot) else {
+        return;
+    };
+    let Phase::Handshaking { head } = &mut conn.phase else {
+        return;
+    };
+    // A head that arrives in one read is parsed where it lies; only a head cut across
+    // reads is copied into the connection's own buffer (bounded by the parser's limit).
+    let mut head = std::mem::take(head);
+    let parsed = if head.is_empty() {
+        parse_request(input, max_head)
+    } else {
+        head.extend_from_slice(input);
+        parse_request(&head, max_head)
+    };
+    let id = conn.id;
+    shared.touched.push(id);
+    let (request, head_len) = match parsed {
+        Ok(Parsed::Partial) => {
+            if head.is_empty() {
+                head.extend_from_slice(input);
+            }
+            conn.phase = Phase::Handshaking { head };
+            return;
+        }
+        Err(error) => {
+            debug!(
+                "{} bad handshake: {} ({})",
+                conn.peer,
+                error.reason(),
+                error.status()
+            );
+            conn.queue.push_bytes(&handshake::reject(&error));
+            shared.begin_draining(slot, now);
+            return;
+        }
+        Ok(Parsed::Complete {
+            request: Request::Plain(request),
+            ..
+        }) => {
+            debug!("{} {} {}", conn.peer, request.method, request.path);
+            conn.queue.push_bytes(&http::respond(&request));
+            shared.begin_draining(slot, now);
+            return;
+        }
+        Ok(Parsed::Complete {
+            request: Request::Upgrade(request),
+            head_len,
+        }) => (request, head_len),
+    };
+    if shared.open_count >= shared.config.max_connections {
+        debug!(
+            "{} refused: {} connections open",
+            conn.peer, shared.open_count
+        );
+        let body = b"too many connections\n";
+        conn.queue.push_bytes(&http_response(
+            503,
+            &[("Retry-After", "1")],
+            "text/plain",
+            body,
+        ));
+        shared.begin_draining(slot, now);
+        return;
+    }
+    // §4.2.2: the server may only pick a subprotocol that the client offered.
+    let protocol = handler
+        .select_protocol(&request.protocols)
+        .filter(|chosen| request.protocols.contains(chosen));
+    conn.queue.push_bytes(&handshake::switching_protocols(
+        &request,
+        protocol.as_deref(),
+    ));
+    conn.phase = Phase::Open {
+        ping_outstanding: false,
+    };
+    conn.app_open = true;
+    shared.open_count += 1;
+    debug!(
+        "{} open: {} (protocol {:?})",
+        conn.peer, request.path, protocol
+    );
+    if let Some(idle) = shared.config.idle_timeout() {
+        shared.set_deadline(slot, now + idle);
+    } else if let Some(conn) = shared.conns.get_mut(slot) {
+        conn.deadline = None;
+    }
+    handler.on_open(&mut Ctx { shared, now }, id, &request);
+    // The client may send its first frames in the same packet as its request.
+    let rest = if head.is_empty() {
+        input.get_mut(head_len..)
+    } else {
+        head.get_mut(head_len..)
+    };
+    if let Some(rest) = rest.filter(|rest| !rest.is_empty()) {
+        on_frames(handler, shared, slot, rest, now);
+    }
+}
+
+/// Decodes frames from `input` and dispatches their events until the input is used up
+/// or the connection stops reading frames (close received, protocol error).
+fn on_frames<H: Handler>(
+    handler: &mut H,
+    shared: &mut Shared,
+    slot: usize,
+    input: &mut [u8],
+    now: Instant,
+) {
+    let mut pos = 0;
+    loop {
+        let Some(conn) = shared.conns.get_mut(slot) else {
+            return;
+        };
+        if matches!(
+            conn.phase,
+            Phase::Draining { .. } | Phase::Handshaking { .. }
+        ) {
+            return;
+        }
+        let id = conn.id;
+        let rest = input.get_mut(pos..).unwrap_or_default();
+        let (used, event) = match conn.decoder.decode(rest) {
+            Ok(progress) => progress,
+            Err(error) => {
+                fail(handler, shared, slot, error, now);
+                return;
+            }
+        };
+        pos += used;
+        let Some(event) = event else { return };
+        match event {
+            Event::FrameStart(h) => trace!(
+                "{} frame fin={} rsv={} opcode={:?} masked={} len={}",
+                conn.peer,
+                u8::from(h.fin),
+                h.rsv,
+                h.opcode,
+                h.mask.is_some(),
+                h.payload_len
+            ),
+            Event::Data {
+                kind,
+                bytes,
+                end_of_message,
+            } => {
+                // After our close (CloseSent) the peer's data is read and dropped (§7.1.2).
+                if conn.app_open {
+                    handler.on_data(&mut Ctx { shared, now }, id, kind, bytes, end_of_message);
+                }
+            }
+            Event::Ping(payload) => {
+                // §5.5.2: answer with a pong carrying the same payload, promptly: it
+                // goes behind the frames already queued, ahead of the rest of the echo.
+                if conn.is_open() {
+                    conn.queue_control(OpCode::Pong, payload.as_slice());
+                    shared.touched.push(id);
+                }
+            }
+            Event::Pong(_) => {} // unsolicited or keepalive: any input resets the idle timer
+            Event::Close(frame) => {
+                on_close_frame(handler, shared, slot, frame, now);
+                return;
+            }
+        }
+    }
+}
+
+/// The peer sent a close frame (§5.5.1, §7.1.2).
+fn on_close_frame<H: Handler>(
+    handler: &mut H,
+    shared: &mut Shared,
+    slot: usize,
+    frame: Option<CloseFrame>,
+    now: Instant,
+) {
+    let Some(conn) = shared.conns.get_mut(slot) else {
+        return;
+    };
+    if conn.is_open() {
+        // Echo the status code (or send an empty close if none came); no reason.
+        let code = frame.map(|f| f.code().0.to_be_bytes());
+        conn.queue_control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]));
+    }
+    let (code, reason) = frame
+        .as_ref()
+        .map_or((CloseCode::NO_STATUS, ""), |f| (f.code(), f.reason()));
+    leave_open(handler, shared, slot, code, reason, now);
+    shared.begin_draining(slot, now);
+}
+
+/// The peer broke the protocol: send a close with the error's code and reason, then
+/// close (§7.1.7 "Fail the WebSocket Connection").
+fn fail<H: Handler>(
+    handler: &mut H,
+    shared: &mut Shared,
+    slot: usize,
+    error: ProtocolError,
+    now: Instant,
+) {
+    let Some(conn) = shared.conns.get_mut(slot) else {
+        return;
+    };
+    debug!("{} protocol error: {error}", conn.peer);
+    if conn.is_open() {
+        conn.queue_close(error.close_code(), error.reason());
+    }
+    leave_open(
+        handler,
+        shared,
+        slot,
+        error.close_code(),
+        error.reason(),
+        now,
+    );
+    shared.begin_draining(slot, now);
+}
+
+/// Whether an accept error means the process or system is out of file descriptors
+/// (or the kernel out of socket memory): retrying at once would fail the same way.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Creates the listening socket with the options that must be set before `listen`:
+/// SO_REUSEADDR (restart without waiting for TIME_WAIT), and SO_RCVBUF/SO_SNDBUF when
+/// capped, which accepted sockets inherit (and which size the TCP window scale).
+fn bind_listener(config: &Config) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(config.addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if let Some(size) = config.so_rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = config.so_sndbuf {
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&config.addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
