@@ -45,11 +45,16 @@ pub struct Config {
 
     /// Queued outgoing bytes above which a connection stops reading: a client that
     /// sends without reading meets TCP back-pressure instead of growing server memory.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    /// It is also the echo window for clients that write a whole message before
+    /// reading any of the echo (common in blocking clients, and in Autobahn's 9.*
+    /// cases): with the kernel's socket buffers it must hold the rest of the message,
+    /// or both sides wait for each other. 16 MiB serves such clients up to about 24
+    /// MiB here; clients that read while they write need none of it.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub write_high_watermark: usize,
 
     /// Queued outgoing bytes below which a paused connection reads again.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub write_low_watermark: usize,
 
     /// Seconds a client has to complete the opening handshake (slowloris guard).
