@@ -1,0 +1,274 @@
+//! Shared helpers for the integration tests: start the real `wsreactor` binary on an
+//! ephemeral port, talk to it with `tungstenite` or with hand-built frames over raw
+//! TCP, and read its memory use from `/proc`.
+//!
+//! The raw-frame reader here is deliberately independent of the crate's own decoder,
+//! so that a bug in the decoder cannot hide itself in the tests.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The server binary running as a child process; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `wsreactor --addr 127.0.0.1:0 ARGS…` and waits for its "listening on" line.
+    /// Its log goes to stderr at `RUST_LOG` (default `warn`).
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsreactor"))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wsreactor");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ws://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .expect("address");
+        ServerProcess { child, addr }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `ws://addr/`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// A field of `/proc/PID/status` in KiB (e.g. "VmRSS", "VmHWM").
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Sends SIGTERM and waits (up to `within`) for the process to exit.
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tungstenite` client connected to `server`, with no message or frame size limit.
+pub fn connect(server: &ServerProcess) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let config = tungstenite::protocol::WebSocketConfig {
+        max_message_size: None,
+        max_frame_size: None,
+        ..Default::default()
+    };
+    let (socket, _response) =
+        tungstenite::client::client_with_config(server.url(), stream, Some(config))
+            .expect("websocket handshake");
+    socket
+}
+
+/// A valid upgrade request (RFC 6455 §1.2's sample key).
+pub const UPGRADE_REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A raw TCP connection to `server` with a read timeout.
+pub fn raw_connect(server: &ServerProcess) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Sends `request` and reads the response head (up to CRLFCRLF); returns the head as
+/// text. Bytes after the head stay in the socket.
+pub fn http_exchange(stream: &mut TcpStream, request: &[u8]) -> String {
+    stream.write_all(request).expect("write request");
+    read_http_head(stream)
+}
+
+/// Reads an HTTP response head byte by byte (so no frame bytes are consumed).
+pub fn read_http_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "connection ended inside the response head: {other:?} after {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    String::from_utf8(head).expect("ASCII head")
+}
+
+/// A raw TCP connection that completed the opening handshake.
+pub fn raw_upgrade(server: &ServerProcess) -> TcpStream {
+    let mut stream = raw_connect(server);
+    let head = http_exchange(&mut stream, UPGRADE_REQUEST.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// A client frame (masked with a fixed key, RFC 6455 §5.3), built by hand.
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![(u8::from(fin) << 7) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+/// A frame as the server sent it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one server frame (which must be unmasked and have no RSV bits). `None` on EOF
+/// before the first header byte.
+pub fn read_frame(stream: &mut TcpStream) -> Option<ServerFrame> {
+    let mut head = [0u8; 2];
+    match stream.read(&mut head[..1]) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) => panic!("read frame: {e}"),
+    }
+    stream.read_exact(&mut head[1..]).expect("header byte 2");
+    assert_eq!(head[0] & 0x70, 0, "server frames carry no RSV bits");
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b).expect("16-bit length");
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b).expect("64-bit length");
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).expect("frame fits in memory")];
+    stream.read_exact(&mut payload).expect("payload");
+    Some(ServerFrame {
+        fin: head[0] & 0x80 != 0,
+        opcode: head[0] & 0x0F,
+        payload,
+    })
+}
+
+/// Reads frames until a whole data message has arrived (answering nothing); returns
+/// its opcode and payload. Control frames in between are returned in `controls`.
+pub fn read_message(stream: &mut TcpStream, controls: &mut Vec<ServerFrame>) -> (u8, Vec<u8>) {
+    let mut opcode = None;
+    let mut data = Vec::new();
+    loop {
+        let frame = read_frame(stream).expect("message frame");
+        if frame.opcode >= 0x8 {
+            controls.push(frame);
+            continue;
+        }
+        match (opcode, frame.opcode) {
+            (None, 0x1 | 0x2) => opcode = Some(frame.opcode),
+            (Some(_), 0x0) => {}
+            other => panic!("bad frame sequence: {other:?}"),
+        }
+        data.extend_from_slice(&frame.payload);
+        if frame.fin {
+            return (opcode.unwrap_or_default(), data);
+        }
+    }
+}
+
+/// Reads frames until a close frame; returns its code (None for an empty body) and
+/// reason. Data frames before it are skipped.
+pub fn read_close(stream: &mut TcpStream) -> (Option<u16>, String) {
+    loop {
+        let frame = read_frame(stream).expect("close frame before EOF");
+        if frame.opcode == 0x8 {
+            let code = (frame.payload.len() >= 2)
+                .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+            let reason = String::from_utf8(frame.payload.get(2..).unwrap_or_default().to_vec())
+                .expect("UTF-8 reason");
+            return (code, reason);
+        }
+    }
+}
+
+/// Asserts that the server closes the TCP connection (EOF) within the read timeout,
+/// discarding anything before it.
+pub fn expect_eof(stream: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+    }
+}
