@@ -377,3 +377,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_text_message_ending_inside_a_code_point_fails_the_same_however_it_is_cut() {
+    let bytes = frame(true, 0x1, b"ab\xE2\x82");
+    let whole = decode_whole(&bytes);
+    assert_eq!(
+        whole,
+        vec![
+            Seen::Start(OpCode::Text, true, 4),
+            Seen::Data(b"ab\xE2\x82".to_vec()),
+            Seen::Error(ProtocolError::InvalidUtf8),
+        ]
+    );
+    let mut decoder = Decoder::new(Role::Server, Limits::default());
+    assert_eq!(decode_in_pieces(&mut decoder, &bytes, &[1]), whole);
+}

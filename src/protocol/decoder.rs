@@ -328,16 +328,14 @@ impl Decoder {
         let kind = message.map_or(MessageKind::Binary, |m| m.kind);
         if kind == MessageKind::Text {
             let valid = match self.utf8.feed(chunk) {
-                // A text message may not end inside a code point (§8.1).
-                // Its pending bytes may have begun in an earlier chunk, hence saturating.
-                Ok(()) if end_of_message && !self.utf8.is_complete() => {
-                    n.saturating_sub(self.utf8.pending_len())
-                }
                 Ok(()) => n,
                 Err(error) => error.valid_up_to,
             };
-            if valid < n {
-                // §8.1 fail fast: hand on the valid prefix, then fail on the next call.
+            // A text message may not end inside a code point (§8.1).
+            let cut_short = end_of_message && valid == n && !self.utf8.is_complete();
+            if valid < n || cut_short {
+                // §8.1 fail fast: hand on what was accepted (as not ending the
+                // message), then fail on the next call.
                 self.failed = Some(ProtocolError::InvalidUtf8);
                 return match valid {
                     0 => Err(ProtocolError::InvalidUtf8),

@@ -95,14 +95,6 @@ impl Utf8Validator {
         self.pending_len == 0
     }
 
-    /// How many bytes (0 to 3) of an unfinished code point are held from the pieces fed
-    /// so far. They are the last bytes fed, possibly spread over several pieces; 0 iff
-    /// [`is_complete`](Self::is_complete). A caller that finds a message ending with
-    /// pending bytes can use this to pass on only the complete code points before them.
-    pub fn pending_len(&self) -> usize {
-        usize::from(self.pending_len)
-    }
-
     /// Forgets any pending bytes, ready to validate the next message.
     pub fn reset(&mut self) {
         *self = Self::default();
@@ -313,21 +305,6 @@ mod tests {
             assert_eq!(v.feed(std::slice::from_ref(last)), Ok(()), "{c:?}");
             assert!(v.is_complete(), "{c:?}");
         }
-    }
-
-    #[test]
-    fn pending_len_counts_held_bytes() {
-        let mut v = Utf8Validator::new();
-        assert_eq!(v.pending_len(), 0);
-        assert_eq!(v.feed(&[b'a', 0xF0]), Ok(()));
-        assert_eq!(v.pending_len(), 1);
-        assert_eq!(v.feed(&[0x9F, 0x98]), Ok(()));
-        assert_eq!(v.pending_len(), 3);
-        assert_eq!(v.feed(&[0x80, 0xE2]), Ok(()));
-        assert_eq!(v.pending_len(), 1);
-        assert_eq!(v.feed(&[0x82, 0xAC]), Ok(()));
-        assert_eq!(v.pending_len(), 0);
-        assert!(v.is_complete());
     }
 
     #[test]
