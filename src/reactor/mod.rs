@@ -204,6 +204,8 @@ pub struct Server<H> {
     next_serial: u64,
     /// Accepting is paused until then (the process ran out of file descriptors).
     accept_paused_until: Option<Instant>,
+    /// Back-offs since the last successful accept (to log an episode once).
+    accept_pauses: u32,
     /// Set once SIGINT/SIGTERM arrived: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
 }
@@ -234,6 +236,7 @@ impl<H: Handler> Server<H> {
             },
             next_serial: 0,
             accept_paused_until: None,
+            accept_pauses: 0,
             shutdown_deadline: None,
         })
     }
@@ -326,17 +329,26 @@ impl<H: Handler> Server<H> {
     fn accept_until_blocked(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((socket, peer)) => self.add_connection(socket, peer, now),
+                Ok((socket, peer)) => {
+                    if self.accept_pauses > 0 {
+                        info!("accepting again after {} pauses", self.accept_pauses);
+                        self.accept_pauses = 0;
+                    }
+                    self.add_connection(socket, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the backlog; retrying now would
                     // fail the same way in a busy loop. Try again shortly.
-                    warn!(
-                        "accept: {e}; pausing accepts for {} ms ({} connections open)",
-                        ACCEPT_BACKOFF.as_millis(),
-                        self.shared.conns.len()
-                    );
+                    if self.accept_pauses == 0 {
+                        warn!(
+                            "accept: {e}; pausing accepts for {} ms at a time until descriptors free up ({} connections open)",
+                            ACCEPT_BACKOFF.as_millis(),
+                            self.shared.conns.len()
+                        );
+                    }
+                    self.accept_pauses += 1;
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }

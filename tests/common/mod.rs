@@ -22,7 +22,23 @@ impl ServerProcess {
     /// Starts `wsreactor --addr 127.0.0.1:0 ARGS…` and waits for its "listening on" line.
     /// Its log goes to stderr at `RUST_LOG` (default `warn`).
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsreactor"))
+        Self::start_with_prefix(&[], args)
+    }
+
+    /// Like [`ServerProcess::start`], run through a wrapper command (e.g.
+    /// `["prlimit", "--nofile=64:64", "--"]`), which must `exec` the server so that
+    /// the child's pid is the server's.
+    pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_wsreactor");
+        let mut command = match prefix {
+            [] => Command::new(binary),
+            [wrapper, rest @ ..] => {
+                let mut command = Command::new(wrapper);
+                command.args(rest).arg(binary);
+                command
+            }
+        };
+        let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env(
