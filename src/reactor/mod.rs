@@ -134,10 +134,26 @@ impl Shared {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if let Err(e) = conn.queue.flush_until_blocked(&mut conn.socket) {
-            debug!("{} write failed: {e}", conn.peer);
-            self.remove(slot);
-            return;
+        match conn.queue.flush_until_blocked(&mut conn.socket) {
+            Ok(0) => {}
+            Ok(_) => {
+                // The peer took bytes we sent: it is alive and reading. This counts for
+                // keepalive like input does. Without it, a slow reader paused by
+                // back-pressure (we stop reading it, so no input can arrive) would be
+                // pinged and dropped as dead while it is draining our output; the ping
+                // itself waits behind the queue. A peer that takes nothing (zero
+                // window) still gets no credit and is dropped after the keepalive ping
+                // goes unanswered (RFC 6455 §5.5.2: pings are for checking liveness).
+                if let Phase::Open { ping_outstanding } = &mut conn.phase {
+                    conn.last_read = Instant::now();
+                    *ping_outstanding = false;
+                }
+            }
+            Err(e) => {
+                debug!("{} write failed: {e}", conn.peer);
+                self.remove(slot);
+                return;
+            }
         }
         if let Phase::Draining { write_shut } = &mut conn.phase {
             if !*write_shut && conn.queue.is_empty() {
@@ -196,7 +212,8 @@ impl Shared {
 /// A WebSocket server: a listener, a poll loop and a handler.
 pub struct Server<H> {
     poll: Poll,
-    listener: TcpListener,
+    /// The listening socket; `None` once shutdown began (dropping it closes it).
+    listener: Option<TcpListener>,
     signals: Signals,
     read_buf: Vec<u8>,
     handler: H,
@@ -222,7 +239,7 @@ impl<H: Handler> Server<H> {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
             signals,
             read_buf: vec![0; config.read_buffer_size.max(1024)],
             handler,
@@ -243,7 +260,13 @@ impl<H: Handler> Server<H> {
 
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listener is closed (shutting down)",
+            )),
+        }
     }
 
     /// Runs the loop until a shutdown signal has been handled. Returns `Ok` after a
@@ -328,7 +351,10 @@ impl<H: Handler> Server<H> {
 
     fn accept_until_blocked(&mut self, now: Instant) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((socket, peer)) => {
                     if self.accept_pauses > 0 {
                         info!("accepting again after {} pauses", self.accept_pauses);
@@ -530,7 +556,13 @@ impl<H: Handler> Server<H> {
             self.shared.conns.len(),
             self.shared.config.shutdown_timeout
         );
-        let _ = self.poll.registry().deregister(&mut self.listener);
+        // Close the listener, not just stop polling it: a deregistered listener still
+        // completes TCP handshakes into its backlog, and those clients would hang
+        // unanswered until the process exits. Closed, new connections are refused at
+        // once, and those still in the backlog are reset.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         self.accept_paused_until = None;
         self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout());
         let slots: Vec<usize> = self.shared.conns.iter().map(|(slot, _)| slot).collect();
@@ -775,9 +807,10 @@ fn on_close_frame<H: Handler>(
         return;
     };
     if conn.is_open() {
-        // Echo the status code (or send an empty close if none came); no reason.
-        let code = frame.map(|f| f.code().0.to_be_bytes());
-        conn.queue_control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]));
+        // Answer with the same body: the status code and reason the client sent (an
+        // empty close if it sent none), which browsers show in their close event.
+        let body = frame.as_ref().map_or(&[][..], |f| f.payload());
+        conn.queue_control(OpCode::Close, body);
     }
     let (code, reason) = frame
         .as_ref()
