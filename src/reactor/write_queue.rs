@@ -4,14 +4,28 @@ use crate::protocol::header::{FrameHeader, MAX_HEADER_LEN};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
-/// A byte ring of encoded frames waiting for the socket.
+/// Size of one block of the queue.
+const BLOCK: usize = 64 * 1024;
+/// Most blocks handed to one `writev` (Linux allows 1024 iovecs; 64 blocks is 4 MiB,
+/// more than a socket takes at once).
+const MAX_IOV: usize = 64;
+
+/// A queue of encoded frames waiting for the socket, in fixed 64 KiB blocks.
 ///
-/// Frames are appended whole (header, then payload) and written with one vectored
-/// write of the ring's two halves, so any number of queued frames costs one syscall.
-/// An empty queue gives its memory back, so an idle connection holds no buffer.
+/// Frames are appended whole (header, then payload) into the last block, spilling into
+/// new ones, and written with one vectored write over the blocks, so any number of
+/// queued frames costs one syscall. Fixed blocks keep memory at the queued length
+/// rounded up to a block: a growing queue never reallocates or copies what it holds
+/// (a doubling buffer would briefly need three times the queue, and keep twice it).
+/// An empty queue frees its blocks, so an idle connection holds no buffer.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
-    bytes: VecDeque<u8>,
+    /// Each block has capacity `BLOCK`; all but the last are full.
+    blocks: VecDeque<Vec<u8>>,
+    /// Bytes of the front block already written.
+    head: usize,
+    /// Bytes waiting: the blocks' lengths minus `head`.
+    len: usize,
 }
 
 impl WriteQueue {
@@ -19,23 +33,38 @@ impl WriteQueue {
     pub fn push_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
         let mut head = [0u8; MAX_HEADER_LEN];
         let len = header.encode(&mut head);
-        self.bytes.extend(&head[..len]);
-        self.bytes.extend(payload);
+        self.push_bytes(&head[..len]);
+        self.push_bytes(payload);
     }
 
-    /// Appends raw bytes (an HTTP response during the handshake).
-    pub fn push_bytes(&mut self, bytes: &[u8]) {
-        self.bytes.extend(bytes);
+    /// Appends raw bytes (an HTTP response during the handshake, or a frame's parts).
+    pub fn push_bytes(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        while !bytes.is_empty() {
+            let block = match self.blocks.back_mut() {
+                Some(block) if block.len() < BLOCK => block,
+                _ => {
+                    self.blocks.push_back(Vec::with_capacity(BLOCK));
+                    match self.blocks.back_mut() {
+                        Some(block) => block,
+                        None => return, // just pushed: unreachable
+                    }
+                }
+            };
+            let n = (BLOCK - block.len()).min(bytes.len());
+            block.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
     }
 
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len == 0
     }
 
     /// Writes until the queue is empty or the socket would block. Returns the number of
@@ -43,12 +72,18 @@ impl WriteQueue {
     /// writable event), any other error is.
     pub fn flush_until_blocked(&mut self, socket: &mut impl Write) -> io::Result<usize> {
         let mut written = 0;
-        while !self.bytes.is_empty() {
-            let (front, back) = self.bytes.as_slices();
-            match socket.write_vectored(&[IoSlice::new(front), IoSlice::new(back)]) {
+        while self.len > 0 {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, (i, block)) in iov.iter_mut().zip(self.blocks.iter().enumerate()) {
+                let start = if i == 0 { self.head } else { 0 };
+                *slot = IoSlice::new(block.get(start..).unwrap_or_default());
+                count += 1;
+            }
+            match socket.write_vectored(&iov[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.bytes.drain(..n);
+                    self.consume(n);
                     written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -56,11 +91,31 @@ impl WriteQueue {
                 Err(e) => return Err(e),
             }
         }
-        if self.bytes.is_empty() {
-            // Give the memory back: idle connections should cost (almost) nothing.
-            self.bytes = VecDeque::new();
-        }
         Ok(written)
+    }
+
+    /// Forgets the first `n` queued bytes (which the socket took), freeing every block
+    /// that has been written out.
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.blocks.front() else {
+                break;
+            };
+            let available = front.len() - self.head;
+            if n < available {
+                self.head += n;
+                return;
+            }
+            n -= available;
+            self.blocks.pop_front();
+            self.head = 0;
+        }
+        if self.len == 0 {
+            // A partly filled last block that was written out entirely goes too.
+            self.blocks.clear();
+            self.head = 0;
+        }
     }
 }
 
@@ -85,6 +140,20 @@ mod tests {
             self.taken.extend_from_slice(&buf[..n]);
             self.budget -= n;
             Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut total = 0;
+            for buf in bufs {
+                match self.write(buf) {
+                    Ok(n) => total += n,
+                    Err(e) if total == 0 => return Err(e),
+                    Err(_) => break,
+                }
+                if total == 0 || self.budget == 0 {
+                    break;
+                }
+            }
+            Ok(total)
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -115,5 +184,29 @@ mod tests {
         assert!(queue.is_empty());
         assert_eq!(&socket.taken[..4], &[0x82, 126, 1, 44]);
         assert_eq!(socket.taken.len(), 304);
+    }
+
+    #[test]
+    fn bytes_spanning_many_blocks_come_out_in_order_and_free_their_blocks() {
+        let mut queue = WriteQueue::default();
+        let data: Vec<u8> = (0..(5 * BLOCK + 123)).map(|i| (i % 251) as u8).collect();
+        for piece in data.chunks(10_000) {
+            queue.push_bytes(piece);
+        }
+        assert_eq!(queue.len(), data.len());
+        assert_eq!(queue.blocks.len(), 6, "full blocks, no reallocation");
+        assert!(queue.blocks.iter().all(|b| b.capacity() == BLOCK));
+        let mut socket = Trickle {
+            taken: Vec::new(),
+            per_write: 3 * BLOCK / 2,
+            budget: 2 * BLOCK + 5,
+        };
+        queue.flush_until_blocked(&mut socket).unwrap();
+        assert_eq!(queue.len(), data.len() - (2 * BLOCK + 5));
+        assert_eq!(queue.blocks.len(), 4, "written blocks are freed");
+        socket.budget = usize::MAX;
+        queue.flush_until_blocked(&mut socket).unwrap();
+        assert_eq!(socket.taken, data);
+        assert!(queue.blocks.is_empty() && queue.is_empty());
     }
 }
