@@ -62,7 +62,8 @@ pub struct Connection {
     pub paused: bool,
     /// The handler has seen `on_open` and not yet `on_close`.
     pub app_open: bool,
-    /// When bytes last arrived (for keepalive).
+    /// When the peer last showed life, for keepalive: bytes arrived from it, or, while
+    /// reading was paused by back-pressure, it took some of our output.
     pub last_read: Instant,
     /// The one timer that matters now for this connection, if any (see `timers`).
     pub deadline: Option<Instant>,

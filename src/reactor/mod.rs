@@ -134,21 +134,24 @@ impl Shared {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let was_paused = conn.paused;
         match conn.queue.flush_until_blocked(&mut conn.socket) {
-            Ok(0) => {}
-            Ok(_) => {
-                // The peer took bytes we sent: it is alive and reading. This counts for
-                // keepalive like input does. Without it, a slow reader paused by
-                // back-pressure (we stop reading it, so no input can arrive) would be
-                // pinged and dropped as dead while it is draining our output; the ping
-                // itself waits behind the queue. A peer that takes nothing (zero
-                // window) still gets no credit and is dropped after the keepalive ping
-                // goes unanswered (RFC 6455 §5.5.2: pings are for checking liveness).
+            // While paused by back-pressure we read nothing from the peer, so no input
+            // can prove it alive; but a paused connection had filled its socket, so
+            // bytes going out now mean the peer read some: that counts for keepalive
+            // like input. Without it, a slow reader would be pinged (behind the queue)
+            // and dropped as dead while draining our output. A peer that reads nothing
+            // (zero window) still gets no credit and is dropped after the unanswered
+            // keepalive ping (RFC 6455 §5.5.2: pings check that the peer responds).
+            // Outside a pause, a successful write only means kernel buffer space (our
+            // own ping included), so it proves nothing.
+            Ok(written) if written > 0 && was_paused => {
                 if let Phase::Open { ping_outstanding } = &mut conn.phase {
                     conn.last_read = Instant::now();
                     *ping_outstanding = false;
                 }
             }
+            Ok(_) => {}
             Err(e) => {
                 debug!("{} write failed: {e}", conn.peer);
                 self.remove(slot);
