@@ -6,8 +6,10 @@
 //!   rule of RFC 6455 and nothing about sockets or clocks, so it is unit-tested and
 //!   fuzzed in isolation.
 //! * [`reactor`] owns the sockets: one `mio::Poll`, a `Slab` of connections, a shared
-//!   read buffer, per-connection write queues with watermarks, and timers. It knows
-//!   no RFC rule; it moves bytes and time into the protocol half and back out.
+//!   read buffer, per-connection write queues with watermarks, and timers. It parses
+//!   nothing itself: it moves bytes and time into the protocol half and acts on the
+//!   events that come out (answers pings, echoes close frames, closes TCP in the
+//!   order §7.1.1 asks).
 //!
 //! [`app`] sits on top: the [`app::Handler`] trait the reactor calls, and the echo.
 //!

@@ -35,7 +35,9 @@ impl ConnId {
 ///
 /// Calls for one connection come in order: `on_open`, any number of `on_data` (a
 /// message is the chunks up to one with `end_of_message`), then `on_close` exactly
-/// once. Pings, pongs and the closing handshake are answered by the reactor.
+/// once, whoever ended the connection (for a close the handler started with
+/// [`Ctx::close`], right after the handler call that started it returns). Pings,
+/// pongs and the closing handshake are answered by the reactor.
 pub trait Handler {
     /// Picks a subprotocol from those the client offered in `Sec-WebSocket-Protocol`
     /// (RFC 6455 §4.2.2 item 5.4). A choice that was not offered is ignored.
@@ -68,8 +70,9 @@ pub trait Handler {
     );
 
     /// The connection is closing or gone: `code` is the peer's close code, the code
-    /// the server failed the connection with, or 1006 when the TCP connection dropped
-    /// without a close frame. No further calls come for `conn`.
+    /// the server (or the handler, through [`Ctx::close`]) closed or failed it with, or
+    /// 1006 when the TCP connection dropped without a close frame. No further calls
+    /// come for `conn`.
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, code: CloseCode, reason: &str) {
         let _ = (ctx, conn, code, reason);
     }

@@ -5,8 +5,8 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Server configuration. Sizes are in bytes, times in seconds (0 turns a timer off
-/// where that is allowed).
+/// Server configuration. Sizes are in bytes, times in whole seconds. Only the idle
+/// (keepalive) timer can be turned off, with 0; the other timeouts are always on.
 #[derive(Args, Clone, Debug)]
 pub struct Config {
     /// Address to listen on.

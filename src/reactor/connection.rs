@@ -38,6 +38,9 @@ pub enum Phase {
     Draining {
         /// The write side has been shut down.
         write_shut: bool,
+        /// The peer's FIN arrived while output was still queued: the connection is
+        /// dropped as soon as the queue is flushed, and nothing more is read.
+        peer_closed: bool,
     },
 }
 
@@ -71,9 +74,16 @@ pub struct Connection {
 
 impl Connection {
     /// Whether reading should go on: not while paused by back-pressure, and not after
-    /// the write side is shut unless to see the peer's FIN.
+    /// the peer's FIN (there is nothing more to read).
     pub fn wants_read(&self) -> bool {
         !self.paused
+            && !matches!(
+                self.phase,
+                Phase::Draining {
+                    peer_closed: true,
+                    ..
+                }
+            )
     }
 
     /// Whether the connection is upgraded and may still send data frames.
@@ -96,10 +106,11 @@ impl Connection {
             .push_frame(&control_header(opcode, payload.len()), payload);
     }
 
-    /// Queues a close frame with `code` and `reason` (§5.5.1). 1005 and 1006 may not
-    /// appear on the wire, so they are sent as an empty close body instead.
+    /// Queues a close frame with `code` and `reason` (§5.5.1). A code that may not
+    /// appear on the wire (§7.4: 1005, 1006, 1015, reserved and unassigned ones) is
+    /// sent as an empty close body instead.
     pub fn queue_close(&mut self, code: CloseCode, reason: &str) {
-        if code == CloseCode::NO_STATUS || code == CloseCode::ABNORMAL {
+        if !code.is_allowed_on_wire() {
             self.queue_control(OpCode::Close, &[]);
         } else {
             let frame = CloseFrame::new(code, reason);

@@ -58,6 +58,12 @@ struct Shared {
     ready: Vec<ConnId>,
     /// Connections whose handler has seen `on_open` and not `on_close`.
     open_count: usize,
+    /// Closes started by the handler through [`Ctx::close`], whose `on_close` is due
+    /// once the handler call that started them has returned.
+    app_closes: Vec<(ConnId, CloseFrame)>,
+    /// Connections whose socket failed while writing, to drop (telling the handler)
+    /// once the current batch is done.
+    broken: Vec<ConnId>,
 }
 
 /// What a [`Handler`] acts through: sending to and closing connections.
@@ -99,8 +105,9 @@ impl Ctx<'_> {
             .map(|c| c.queue.len())
     }
 
-    /// Starts the closing handshake on `conn` with `code` and `reason` (§7.1.2). The
-    /// handler gets no `on_close` for a close it started itself.
+    /// Starts the closing handshake on `conn` with `code` and `reason` (§7.1.2); a
+    /// code that may not appear on the wire (§7.4) is sent as an empty close body. The
+    /// handler's `on_close` for `conn` follows once the current handler call returns.
     pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
         match self.shared.conns.get_mut(conn.slot) {
             Some(c) if c.id == conn && c.is_open() => {
@@ -109,6 +116,8 @@ impl Ctx<'_> {
                 if c.app_open {
                     c.app_open = false;
                     self.shared.open_count -= 1;
+                    let frame = CloseFrame::new(code, reason);
+                    self.shared.app_closes.push((conn, frame));
                 }
                 let at = self.now + self.shared.config.close_timeout();
                 self.shared.set_deadline(conn.slot, at);
@@ -128,42 +137,58 @@ impl Shared {
         }
     }
 
-    /// Writes what `slot` has queued, shuts its write side once a draining connection
-    /// has sent everything, and applies the write watermarks.
-    fn flush(&mut self, slot: usize) {
+    /// Writes what `slot` has queued, unless its socket is known to be full and this is
+    /// not a writable event (the write would only fail again); shuts its write side, or
+    /// drops it, once a draining connection has sent everything; applies the write
+    /// watermarks.
+    fn flush(&mut self, slot: usize, writable: bool) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let was_paused = conn.paused;
-        match conn.queue.flush_until_blocked(&mut conn.socket) {
-            // While paused by back-pressure we read nothing from the peer, so no input
-            // can prove it alive; but a paused connection had filled its socket, so
-            // bytes going out now mean the peer read some: that counts for keepalive
-            // like input. Without it, a slow reader would be pinged (behind the queue)
-            // and dropped as dead while draining our output. A peer that reads nothing
-            // (zero window) still gets no credit and is dropped after the unanswered
-            // keepalive ping (RFC 6455 §5.5.2: pings check that the peer responds).
-            // Outside a pause, a successful write only means kernel buffer space (our
-            // own ping included), so it proves nothing.
-            Ok(written) if written > 0 && was_paused => {
-                if let Phase::Open { ping_outstanding } = &mut conn.phase {
-                    conn.last_read = Instant::now();
-                    *ping_outstanding = false;
+        let was_blocked = conn.queue.is_blocked();
+        if writable {
+            conn.queue.unblock();
+        }
+        if !conn.queue.is_blocked() {
+            match conn.queue.flush_until_blocked(&mut conn.socket) {
+                // A full socket took bytes: the peer acknowledged data, so it is reading.
+                // That is a sign of life for keepalive, like input. Without it a slow
+                // reader (which may send nothing, and is not read at all while paused
+                // by back-pressure) would be pinged behind its queue and dropped as
+                // dead while draining our output. A peer that reads nothing still gets
+                // no credit and is dropped after the unanswered ping (§5.5.2). Writes
+                // into free buffer space (our own ping included) prove nothing.
+                Ok(written) if written > 0 && was_blocked => {
+                    if let Phase::Open { ping_outstanding } = &mut conn.phase {
+                        conn.last_read = Instant::now();
+                        *ping_outstanding = false;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!("{} write failed: {e}", conn.peer);
+                    self.broken.push(conn.id);
+                    return;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                debug!("{} write failed: {e}", conn.peer);
-                self.remove(slot);
-                return;
-            }
         }
-        if let Phase::Draining { write_shut } = &mut conn.phase {
-            if !*write_shut && conn.queue.is_empty() {
-                // §7.1.1: the server closes the TCP connection first. Shutting the
-                // write side sends FIN but keeps reading, to see the client's FIN.
-                let _ = conn.socket.shutdown(Shutdown::Write);
-                *write_shut = true;
+        if let Phase::Draining {
+            write_shut,
+            peer_closed,
+        } = &mut conn.phase
+        {
+            if conn.queue.is_empty() {
+                if *peer_closed {
+                    // Everything is sent and the peer has closed its side: done.
+                    self.remove(slot);
+                    return;
+                }
+                if !*write_shut {
+                    // §7.1.1: the server closes the TCP connection first. Shutting the
+                    // write side sends FIN but keeps reading, to see the client's FIN.
+                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    *write_shut = true;
+                }
             }
         }
         let queued = conn.queue.len();
@@ -181,7 +206,7 @@ impl Shared {
         let mut touched = std::mem::take(&mut self.touched);
         for id in touched.drain(..) {
             if self.conns.get(id.slot).is_some_and(|c| c.id == id) {
-                self.flush(id.slot);
+                self.flush(id.slot, false);
             }
         }
         self.touched = touched;
@@ -193,7 +218,10 @@ impl Shared {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        conn.phase = Phase::Draining { write_shut: false };
+        conn.phase = Phase::Draining {
+            write_shut: false,
+            peer_closed: false,
+        };
         let id = conn.id;
         self.set_deadline(slot, now + self.config.close_timeout());
         self.touched.push(id);
@@ -253,6 +281,8 @@ impl<H: Handler> Server<H> {
                 touched: Vec::new(),
                 ready: Vec::new(),
                 open_count: 0,
+                app_closes: Vec::new(),
+                broken: Vec::new(),
             },
             next_serial: 0,
             accept_paused_until: None,
@@ -308,7 +338,8 @@ impl<H: Handler> Server<H> {
                     SIGNALS => self.on_signal(now),
                     Token(slot) => {
                         if event.is_writable() {
-                            self.shared.flush(slot);
+                            self.shared.flush(slot, true);
+                            self.settle(now);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_until_blocked(slot, now);
@@ -467,7 +498,7 @@ impl<H: Handler> Server<H> {
                 // The close handshake is over: whatever else arrives is discarded.
                 Phase::Draining { .. } => {}
             }
-            self.shared.flush_touched();
+            self.settle(now);
         }
         // The socket may hold more: come back next turn rather than starve the others.
         if let Some(conn) = self.shared.conns.get(slot) {
@@ -484,7 +515,41 @@ impl<H: Handler> Server<H> {
                 debug!("{} dropped the connection without a close frame", conn.peer);
                 self.close_abnormally(slot, Instant::now());
             }
+            Phase::Draining { .. } if !conn.queue.is_empty() => {
+                // The peer closed its side, but may still read: send what is queued
+                // (an HTTP response, our close frame), then drop it (see `flush`).
+                if let Some(Phase::Draining { peer_closed, .. }) =
+                    self.shared.conns.get_mut(slot).map(|c| &mut c.phase)
+                {
+                    *peer_closed = true;
+                }
+            }
             Phase::Handshaking { .. } | Phase::Draining { .. } => self.shared.remove(slot),
+        }
+    }
+
+    /// Finishes a batch of handler calls: tells the handler of the closes it started
+    /// itself, flushes the output the batch queued, and drops (telling the handler)
+    /// the connections whose socket failed, until none of that is left.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            for (id, frame) in std::mem::take(&mut self.shared.app_closes) {
+                let ctx = &mut Ctx {
+                    shared: &mut self.shared,
+                    now,
+                };
+                self.handler.on_close(ctx, id, frame.code(), frame.reason());
+            }
+            self.shared.flush_touched();
+            let broken = std::mem::take(&mut self.shared.broken);
+            if broken.is_empty() && self.shared.app_closes.is_empty() {
+                return;
+            }
+            for id in broken {
+                if self.shared.conns.get(id.slot).is_some_and(|c| c.id == id) {
+                    self.close_abnormally(id.slot, now);
+                }
+            }
         }
     }
 
@@ -542,7 +607,7 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        self.shared.flush_touched();
+        self.settle(now);
     }
 
     fn on_signal(&mut self, now: Instant) {
@@ -594,7 +659,7 @@ impl<H: Handler> Server<H> {
                 Phase::CloseSent | Phase::Draining { .. } => {}
             }
         }
-        self.shared.flush_touched();
+        self.settle(now);
     }
 }
 

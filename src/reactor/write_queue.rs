@@ -26,6 +26,10 @@ pub struct WriteQueue {
     head: usize,
     /// Bytes waiting: the blocks' lengths minus `head`.
     len: usize,
+    /// The last flush stopped at `WouldBlock` with bytes left: the socket's send
+    /// buffer is full, and only a writable event (the peer acknowledged data) can
+    /// make room. Writing before that would only fail again.
+    blocked: bool,
 }
 
 impl WriteQueue {
@@ -67,11 +71,23 @@ impl WriteQueue {
         self.len == 0
     }
 
+    /// Whether the socket refused the rest of the queue on the last flush and no
+    /// writable event has come since (see [`WriteQueue::unblock`]).
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// A writable event came: the socket has room again.
+    pub fn unblock(&mut self) {
+        self.blocked = false;
+    }
+
     /// Writes until the queue is empty or the socket would block. Returns the number of
     /// bytes written; `WouldBlock` is not an error here (the rest waits for the next
-    /// writable event), any other error is.
+    /// writable event, see [`WriteQueue::is_blocked`]), any other error is.
     pub fn flush_until_blocked(&mut self, socket: &mut impl Write) -> io::Result<usize> {
         let mut written = 0;
+        self.blocked = false;
         while self.len > 0 {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
@@ -86,7 +102,10 @@ impl WriteQueue {
                     self.consume(n);
                     written += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -179,9 +198,10 @@ mod tests {
         };
         assert_eq!(queue.flush_until_blocked(&mut socket).unwrap(), 100);
         assert_eq!(queue.len(), 204);
+        assert!(queue.is_blocked());
         socket.budget = usize::MAX;
         assert_eq!(queue.flush_until_blocked(&mut socket).unwrap(), 204);
-        assert!(queue.is_empty());
+        assert!(queue.is_empty() && !queue.is_blocked());
         assert_eq!(&socket.taken[..4], &[0x82, 126, 1, 44]);
         assert_eq!(socket.taken.len(), 304);
     }
