@@ -26,11 +26,19 @@
 //! current RSS (`echo 5 > /proc/PID/clear_refs`), so the peak is that of this run even
 //! on a server that ran other loads before.
 
+// The payload stream and the server start-up are shared with the integration tests
+// (these files do not depend on the rest of the tests' harness).
+#[path = "../tests/common/launch.rs"]
+mod launch;
+#[path = "../tests/common/payload.rs"]
+mod payload;
+
 use clap::{Parser, ValueEnum};
+use payload::{fill, word};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -343,38 +351,8 @@ impl Plan {
 }
 
 // ----------------------------------------------------------------------------------
-// The payload stream and the checksum.
-
-/// Byte `p` of the message is byte `p % 8` (little-endian) of `word(seed, p / 8)`: a
-/// counter-based generator (SplitMix64's output function), so any position can be
-/// produced without producing the ones before it.
-fn word(seed: u64, index: u64) -> u64 {
-    let mut z = seed.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Fills `out` with the message bytes at positions `pos..pos + out.len()`.
-fn fill(seed: u64, pos: u64, out: &mut [u8]) {
-    let mut p = pos;
-    let mut i = 0;
-    while i < out.len() && p % 8 != 0 {
-        out[i] = word(seed, p / 8).to_le_bytes()[(p % 8) as usize];
-        i += 1;
-        p += 1;
-    }
-    let mut words = out[i..].chunks_exact_mut(8);
-    for chunk in &mut words {
-        chunk.copy_from_slice(&word(seed, p / 8).to_le_bytes());
-        p += 8;
-    }
-    let tail = words.into_remainder();
-    if !tail.is_empty() {
-        let last = word(seed, p / 8).to_le_bytes();
-        tail.copy_from_slice(&last[..tail.len()]);
-    }
-}
+// The checksum. (The payload stream is `payload::fill`: byte `p` of the message is
+// byte `p % 8`, little-endian, of `payload::word(seed, p / 8)`.)
 
 /// A streaming 64-bit checksum in the style of xxHash64's round function, over 8-byte
 /// little-endian words (a trailing partial word is zero-padded and the length mixed
@@ -773,16 +751,7 @@ impl SpawnedServer {
             Some(bin) => bin.clone(),
             None => default_server_bin(),
         };
-        let mut child = Command::new(&bin)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(&args.server_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+        let mut child = launch::configure_server(&mut Command::new(&bin), &args.server_args)
             .spawn()
             .map_err(|e| {
                 format!(
@@ -793,11 +762,7 @@ impl SpawnedServer {
         let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         let mut line = String::new();
         let read = stdout.read_line(&mut line);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ws://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .and_then(|addr| addr.parse().ok());
+        let addr = launch::listening_addr(&line);
         match (read, addr) {
             (Ok(_), Some(addr)) => Ok(SpawnedServer {
                 child,

@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade, read_close, read_frame,
-    ServerProcess, UPGRADE_REQUEST,
+    ServerProcess, SMALL_WRITE_WATERMARKS, UPGRADE_REQUEST,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -173,12 +173,7 @@ fn a_frame_claiming_2_pow_63_minus_1_bytes_allocates_nothing_for_it() {
 
 #[test]
 fn a_ping_flood_from_a_client_that_never_reads_stays_bounded() {
-    let server = ServerProcess::start(&[
-        "--write-high-watermark",
-        "1048576",
-        "--write-low-watermark",
-        "262144",
-    ]);
+    let server = ServerProcess::start(&SMALL_WRITE_WATERMARKS);
     let mut stream = raw_upgrade(&server);
     stream
         .set_write_timeout(Some(Duration::from_secs(3)))

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{masked_frame, raw_upgrade, read_message, ServerProcess};
+use common::{masked_frame, raw_upgrade, read_message, ServerProcess, SMALL_WRITE_WATERMARKS};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -144,12 +144,7 @@ fn a_slow_reader_gets_every_byte_back_while_server_memory_stays_under_24_mib() {
 
 #[test]
 fn with_a_1_mib_high_watermark_server_memory_stays_under_8_mib() {
-    let observed = slow_reader_gets_every_byte_back(&[
-        "--write-high-watermark",
-        "1048576",
-        "--write-low-watermark",
-        "262144",
-    ]);
+    let observed = slow_reader_gets_every_byte_back(&SMALL_WRITE_WATERMARKS);
     assert!(
         observed.peak_kib() < SMALL_WATERMARK_BOUND_KIB,
         "peak RSS {} KiB is over {SMALL_WATERMARK_BOUND_KIB} KiB",

@@ -18,17 +18,14 @@
 
 mod common;
 
-use common::{expect_eof, masked_frame, raw_upgrade, ServerProcess};
+use common::payload::patterned_bytes;
+use common::{
+    expect_eof, masked_frame, raw_upgrade_with_read_timeout, ServerProcess, BINARY, CLOSE,
+    CONTINUATION, PING, PONG, TEXT,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
 
 /// The most any single read may block: generous for a loaded 2-core machine, but a
 /// server that hangs fails the test instead of stalling the run.
@@ -57,37 +54,10 @@ fn with_rsv(mut frame: Vec<u8>, rsv: u8) -> Vec<u8> {
     frame
 }
 
-/// `len` bytes in which no block repeats another: a shifted, dropped or duplicated
-/// chunk anywhere changes the content.
-fn patterned_bytes(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-        .collect()
-}
-
-/// Exactly `len` bytes of valid UTF-8 made of 1-, 2-, 3- and 4-byte characters, with
-/// the offset written out every so often so that misplaced chunks are detected.
+/// [`common::payload::patterned_text`] as bytes: exactly `len` bytes of valid UTF-8
+/// made of 1-, 2-, 3- and 4-byte characters, with offsets written out in it.
 fn patterned_text(len: usize) -> Vec<u8> {
-    const CHARS: [char; 8] = ['a', 'é', '€', '😀', 'Z', 'ж', '中', '\u{10FFFF}'];
-    let mut text = String::with_capacity(len);
-    let mut i = 0usize;
-    while text.len() < len {
-        if i % 64 == 0 {
-            let marker = format!("<{}>", text.len());
-            if text.len() + marker.len() <= len {
-                text.push_str(&marker);
-            }
-        }
-        let c = CHARS[(i * 5 + i / 7) % CHARS.len()];
-        if text.len() + c.len_utf8() <= len {
-            text.push(c);
-        } else {
-            text.push(char::from(b'0' + (i % 10) as u8));
-        }
-        i += 1;
-    }
-    assert_eq!(text.len(), len);
-    text.into_bytes()
+    common::payload::patterned_text(len).into_bytes()
 }
 
 /// Whether `bytes` could begin a valid UTF-8 string: valid, or valid up to a code
@@ -257,11 +227,7 @@ fn summary(frames: &[(bool, u8, usize)]) -> String {
 
 /// A fresh upgraded connection with the suite's read timeout.
 fn open(server: &ServerProcess) -> TcpStream {
-    let stream = raw_upgrade(server);
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .expect("timeout");
-    stream
+    raw_upgrade_with_read_timeout(server, READ_TIMEOUT)
 }
 
 /// Opens a connection, writes `writes` (each with its own `write_all`, from a second
@@ -928,11 +894,8 @@ mod utf8 {
     #[test]
     fn an_invalid_byte_in_the_second_of_three_fragments_fails_with_1007_before_the_third_is_sent() {
         let server = ServerProcess::start(&[]);
-        let mut stream = open(&server);
         // A short timeout: the close must come on its own, without the third fragment.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
         let first = "Grüße, ".as_bytes();
         let second = b"w\xC3\xB6r\xFFld";
         let wire = [
@@ -967,10 +930,7 @@ mod utf8 {
     #[test]
     fn an_invalid_byte_fails_with_1007_before_the_rest_of_its_frame_arrives() {
         let server = ServerProcess::start(&[]);
-        let mut stream = open(&server);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
         // A text frame declaring 100 bytes; only the first 20 are sent, with a byte
         // that can never be UTF-8 at offset 10.
         let mut payload = [b'x'; 100];

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::payload::{patterned_bytes, patterned_text};
 use common::{
     connect, expect_eof, masked_frame, raw_upgrade, read_close, read_frame, read_message,
     ServerFrame, ServerProcess,
@@ -16,39 +17,6 @@ use tungstenite::Message;
 /// Sizes that sit on every boundary of the frame length encoding (RFC 6455 §5.2: 7-bit,
 /// 16-bit and 64-bit lengths) and a few large ones.
 const SIZES: [usize; 8] = [0, 1, 125, 126, 65_535, 65_536, 1 << 20, 16 << 20];
-
-/// `len` bytes in which no block repeats another: a shifted, dropped or duplicated
-/// chunk anywhere changes the content.
-fn patterned_bytes(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-        .collect()
-}
-
-/// Exactly `len` bytes of valid UTF-8, mostly 2-, 3- and 4-byte characters, with the
-/// byte offset written out every so often so that misplaced chunks are detected.
-fn patterned_text(len: usize) -> String {
-    const CHARS: [char; 7] = ['a', 'é', '€', '😀', 'Z', 'ж', '中'];
-    let mut text = String::with_capacity(len);
-    let mut i = 0usize;
-    while text.len() < len {
-        if i % 64 == 0 {
-            let marker = format!("<{}>", text.len());
-            if text.len() + marker.len() <= len {
-                text.push_str(&marker);
-            }
-        }
-        let c = CHARS[(i * 5 + i / 7) % CHARS.len()];
-        if text.len() + c.len_utf8() <= len {
-            text.push(c);
-        } else if text.len() < len {
-            text.push(char::from(b'0' + (i % 10) as u8));
-        }
-        i += 1;
-    }
-    assert_eq!(text.len(), len);
-    text
-}
 
 /// Asserts equality without printing megabytes: reports the first differing offset.
 fn assert_same(got: &[u8], expected: &[u8], what: &str) {

@@ -39,6 +39,16 @@ fn upgrade_headers_without(name: &str) -> Vec<&'static str> {
     .collect()
 }
 
+/// The headers of a valid upgrade with `header` (a whole line such as
+/// `"Upgrade: h2c"`) in place of the one with the same name, or added at the end if
+/// none has it.
+fn upgrade_headers_with(header: &str) -> Vec<&str> {
+    let name = header.split(':').next().unwrap_or(header);
+    let mut headers = upgrade_headers_without(name);
+    headers.push(header);
+    headers
+}
+
 /// Whether the response head has the header `name` (any case) with exactly `value`.
 fn has_header(head: &str, name: &str, value: &str) -> bool {
     head.lines().any(|line| {
@@ -67,6 +77,15 @@ fn expect_refusal(server: &ServerProcess, request: &[u8], status: u16) -> String
     );
     expect_eof(&mut stream);
     head
+}
+
+/// [`expect_refusal`] for a `GET / HTTP/1.1` request with `headers`.
+fn expect_get_refusal(server: &ServerProcess, headers: &[&str], status: u16) -> String {
+    expect_refusal(
+        server,
+        request("GET / HTTP/1.1", headers).as_bytes(),
+        status,
+    )
 }
 
 /// Sends a plain HTTP request and returns the whole response (the server closes after
@@ -150,58 +169,42 @@ fn a_whole_exchange_delivered_one_byte_per_write_works() {
 #[test]
 fn a_request_without_host_is_refused_with_400() {
     let server = ServerProcess::start(&[]);
-    let req = request("GET / HTTP/1.1", &upgrade_headers_without("Host"));
-    expect_refusal(&server, req.as_bytes(), 400);
+    expect_get_refusal(&server, &upgrade_headers_without("Host"), 400);
 }
 
 #[test]
 fn a_missing_or_invalid_key_is_refused_with_400() {
     let server = ServerProcess::start(&[]);
-    let mut without_key = upgrade_headers_without("Sec-WebSocket-Key");
-    expect_refusal(
-        &server,
-        request("GET / HTTP/1.1", &without_key).as_bytes(),
-        400,
-    );
+    expect_get_refusal(&server, &upgrade_headers_without("Sec-WebSocket-Key"), 400);
     // Base64 of 15 bytes, not 16.
-    without_key.push("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA");
-    expect_refusal(
-        &server,
-        request("GET / HTTP/1.1", &without_key).as_bytes(),
-        400,
-    );
+    let short_key = upgrade_headers_with("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA");
+    expect_get_refusal(&server, &short_key, 400);
     // 24 characters, but not base64.
-    without_key.pop();
-    without_key.push("Sec-WebSocket-Key: !!!!not*base64*at*all!==");
-    expect_refusal(
-        &server,
-        request("GET / HTTP/1.1", &without_key).as_bytes(),
-        400,
-    );
+    let bad_key = upgrade_headers_with("Sec-WebSocket-Key: !!!!not*base64*at*all!==");
+    expect_get_refusal(&server, &bad_key, 400);
 }
 
 #[test]
 fn an_upgrade_header_without_websocket_is_refused_with_400() {
     let server = ServerProcess::start(&[]);
-    let mut headers = upgrade_headers_without("Upgrade");
-    headers.push("Upgrade: h2c");
-    expect_refusal(&server, request("GET / HTTP/1.1", &headers).as_bytes(), 400);
+    expect_get_refusal(&server, &upgrade_headers_with("Upgrade: h2c"), 400);
 }
 
 #[test]
 fn a_connection_header_without_upgrade_is_refused_with_400() {
     let server = ServerProcess::start(&[]);
-    let mut headers = upgrade_headers_without("Connection");
-    headers.push("Connection: keep-alive");
-    expect_refusal(&server, request("GET / HTTP/1.1", &headers).as_bytes(), 400);
+    expect_get_refusal(
+        &server,
+        &upgrade_headers_with("Connection: keep-alive"),
+        400,
+    );
 }
 
 #[test]
 fn version_8_is_refused_with_426_naming_version_13() {
     let server = ServerProcess::start(&[]);
-    let mut headers = upgrade_headers_without("Sec-WebSocket-Version");
-    headers.push("Sec-WebSocket-Version: 8");
-    let head = expect_refusal(&server, request("GET / HTTP/1.1", &headers).as_bytes(), 426);
+    let headers = upgrade_headers_with("Sec-WebSocket-Version: 8");
+    let head = expect_get_refusal(&server, &headers, 426);
     assert!(has_header(&head, "Sec-WebSocket-Version", "13"), "{head}");
 }
 
@@ -224,9 +227,7 @@ fn an_http_1_0_upgrade_is_refused_with_505() {
 fn a_request_head_over_8_kib_is_refused_with_431() {
     let server = ServerProcess::start(&[]);
     let filler = format!("X-Filler: {}", "a".repeat(9000));
-    let mut headers = upgrade_headers_without("X-none");
-    headers.push(&filler);
-    expect_refusal(&server, request("GET / HTTP/1.1", &headers).as_bytes(), 431);
+    expect_get_refusal(&server, &upgrade_headers_with(&filler), 431);
     // A head that never ends is refused as soon as it passes the limit.
     let endless = format!(
         "GET / HTTP/1.1\r\nHost: localhost\r\nX-Filler: {}",
@@ -239,9 +240,7 @@ fn a_request_head_over_8_kib_is_refused_with_431() {
 fn max_handshake_size_lowers_the_head_limit() {
     let server = ServerProcess::start(&["--max-handshake-size", "1024"]);
     let filler = format!("X-Filler: {}", "a".repeat(1100));
-    let mut headers = upgrade_headers_without("X-none");
-    headers.push(&filler);
-    expect_refusal(&server, request("GET / HTTP/1.1", &headers).as_bytes(), 431);
+    expect_get_refusal(&server, &upgrade_headers_with(&filler), 431);
     // A normal request still fits.
     let mut stream = raw_upgrade(&server);
     stream
@@ -268,8 +267,7 @@ fn garbage_bytes_are_refused_with_400() {
 #[test]
 fn connection_keep_alive_upgrade_is_accepted() {
     let server = ServerProcess::start(&[]);
-    let mut headers = upgrade_headers_without("Connection");
-    headers.push("Connection: keep-alive, Upgrade");
+    let headers = upgrade_headers_with("Connection: keep-alive, Upgrade");
     let mut stream = raw_connect(&server);
     let head = http_exchange(
         &mut stream,
@@ -344,8 +342,7 @@ fn over_max_connections_an_upgrade_gets_503_until_a_connection_closes() {
 #[test]
 fn an_offered_subprotocol_is_not_selected_by_the_echo_server() {
     let server = ServerProcess::start(&[]);
-    let mut headers = upgrade_headers_without("X-none");
-    headers.push("Sec-WebSocket-Protocol: chat, superchat");
+    let headers = upgrade_headers_with("Sec-WebSocket-Protocol: chat, superchat");
     let mut stream = raw_connect(&server);
     let head = http_exchange(&mut stream, request("GET / HTTP/1.1", &headers).as_bytes());
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");

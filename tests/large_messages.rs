@@ -14,7 +14,11 @@
 
 mod common;
 
-use common::{masked_frame, raw_upgrade, read_close, read_message, ServerProcess};
+use common::payload::{fill, word};
+use common::{
+    client_frame_header, masked_frame, raw_upgrade, read_close, read_message, ServerProcess,
+    BINARY, CLOSE, CONTINUATION, PING, PONG, SMALL_WRITE_WATERMARKS, TEXT,
+};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
@@ -23,44 +27,18 @@ use std::time::Duration;
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
-/// Opcodes (RFC 6455 §5.2).
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
 // ---------------------------------------------------------------------------------
-// Payload generators: the same bytes on both sides, never held whole.
+// Payload generators: the same bytes on both sides, never held whole. Binary messages
+// come from `common::payload::fill`; text from `TextGen` below.
 
-/// Byte `p` of a binary message is byte `p % 8` of `word(seed, p / 8)` (SplitMix64's
-/// output function on a counter), so any range can be produced on its own.
-fn word(seed: u64, index: u64) -> u64 {
-    let mut z = seed.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Fills `out` with the binary message bytes at `pos..pos + out.len()`.
-fn fill_binary(seed: u64, pos: u64, out: &mut [u8]) {
-    let mut p = pos;
-    let mut i = 0;
-    while i < out.len() && p % 8 != 0 {
-        out[i] = word(seed, p / 8).to_le_bytes()[(p % 8) as usize];
-        i += 1;
-        p += 1;
+/// A producer for [`FrameWriter::frame`]: the binary stream `seed` from byte `start`
+/// on, each call continuing where the previous one stopped.
+fn binary_from(seed: u64, start: u64) -> impl FnMut(&mut [u8]) {
+    let mut pos = start;
+    move |out| {
+        fill(seed, pos, out);
+        pos += out.len() as u64;
     }
-    let mut words = out[i..].chunks_exact_mut(8);
-    for chunk in &mut words {
-        chunk.copy_from_slice(&word(seed, p / 8).to_le_bytes());
-        p += 8;
-    }
-    let tail = words.into_remainder();
-    let last = word(seed, p / 8).to_le_bytes();
-    let n = tail.len();
-    tail.copy_from_slice(&last[..n]);
 }
 
 /// A deterministic stream of UTF-8 text of an exact length, mostly 2-, 3- and 4-byte
@@ -156,23 +134,6 @@ fn mask(buf: &mut [u8], key: [u8; 4], offset: u64) {
     }
 }
 
-/// A masked client frame header (§5.2): 7-bit, 16-bit or 64-bit length as the RFC
-/// requires.
-fn client_header(fin: bool, opcode: u8, len: u64, key: [u8; 4]) -> Vec<u8> {
-    let mut head = vec![(u8::from(fin) << 7) | opcode];
-    if len < 126 {
-        head.push(0x80 | len as u8);
-    } else if len <= 0xFFFF {
-        head.push(0x80 | 126);
-        head.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        head.push(0x80 | 127);
-        head.extend_from_slice(&len.to_be_bytes());
-    }
-    head.extend_from_slice(&key);
-    head
-}
-
 /// Writes client frames whose payloads are produced piece by piece.
 struct FrameWriter {
     out: BufWriter<TcpStream>,
@@ -217,7 +178,8 @@ impl FrameWriter {
         let k = word(0x006b_6579, self.frames).to_le_bytes();
         let key = [k[0], k[1], k[2], k[3]];
         self.frames += 1;
-        self.out.write_all(&client_header(fin, opcode, len, key))?;
+        self.out
+            .write_all(&client_frame_header(fin, opcode, len, key))?;
         let mut done = 0;
         while done < send.min(len) {
             let n = (send.min(len) - done).min(self.scratch.len() as u64) as usize;
@@ -390,19 +352,25 @@ fn close_normally(stream: &mut TcpStream) {
     assert_eq!(read_close(stream).0, Some(1000));
 }
 
+/// Asserts that the echoed `bytes` at message position `pos` are the `expected` ones,
+/// naming the first byte that differs (without printing the bytes).
+fn assert_echo_matches(pos: u64, bytes: &[u8], expected: &[u8]) {
+    if bytes != expected {
+        let i = bytes.iter().zip(expected.iter()).position(|(a, b)| a != b);
+        panic!(
+            "echoed byte {} differs from the message",
+            pos + i.unwrap_or(0) as u64
+        );
+    }
+}
+
 /// Checks every echoed byte of a binary message against the generator.
 fn binary_checker(seed: u64) -> impl FnMut(u64, &[u8]) {
     let mut expected = vec![0u8; 64 * 1024];
     move |pos, bytes| {
         let expected = &mut expected[..bytes.len()];
-        fill_binary(seed, pos, expected);
-        if bytes != &expected[..] {
-            let i = bytes.iter().zip(expected.iter()).position(|(a, b)| a != b);
-            panic!(
-                "echoed byte {} differs from the message",
-                pos + i.unwrap_or(0) as u64
-            );
-        }
+        fill(seed, pos, expected);
+        assert_echo_matches(pos, bytes, expected);
     }
 }
 
@@ -415,15 +383,36 @@ fn text_checker(seed: u64, len: u64) -> impl FnMut(u64, &[u8]) {
         assert_eq!(pos, next);
         let expected = &mut expected[..bytes.len()];
         gen.fill(expected);
-        if bytes != &expected[..] {
-            let i = bytes.iter().zip(expected.iter()).position(|(a, b)| a != b);
-            panic!(
-                "echoed byte {} differs from the message",
-                pos + i.unwrap_or(0) as u64
-            );
-        }
+        assert_echo_matches(pos, bytes, expected);
         next += bytes.len() as u64;
     }
+}
+
+/// Sends the binary stream `seed` as one frame of `size` bytes and reads the whole
+/// echo, checking every byte.
+fn echo_one_binary_frame(stream: &TcpStream, size: u64, seed: u64) -> Echo {
+    exchange(
+        stream,
+        None,
+        move |w| {
+            w.frame(true, BINARY, size, &mut binary_from(seed, 0))?;
+            w.flush()
+        },
+        binary_checker(seed),
+    )
+}
+
+/// Asserts that the echo is one whole message of `size` bytes that began with
+/// `opcode`, in frames of at most 64 KiB (the default `--max-frame-out`).
+fn assert_whole_echo(echo: &Echo, size: u64, opcode: u8) {
+    assert_eq!(echo.bytes, size);
+    assert!(echo.fin);
+    assert_eq!(echo.first_opcode, Some(opcode));
+    assert!(
+        echo.max_frame <= 64 * KIB,
+        "frame of {} bytes",
+        echo.max_frame
+    );
 }
 
 fn kib(server: &ServerProcess, field: &str) -> u64 {
@@ -444,27 +433,8 @@ fn a_256_mib_binary_message_streams_back_intact() {
     let mut stream = raw_upgrade(&server);
     let hwm_before = kib(&server, "VmHWM");
 
-    let echo = exchange(
-        &stream,
-        None,
-        |w| {
-            let mut pos = 0;
-            w.frame(true, BINARY, SIZE, &mut |out| {
-                fill_binary(SEED, pos, out);
-                pos += out.len() as u64;
-            })?;
-            w.flush()
-        },
-        binary_checker(SEED),
-    );
-    assert_eq!(echo.bytes, SIZE);
-    assert!(echo.fin);
-    assert_eq!(echo.first_opcode, Some(BINARY));
-    assert!(
-        echo.max_frame <= 64 * KIB,
-        "frame of {} bytes",
-        echo.max_frame
-    );
+    let echo = echo_one_binary_frame(&stream, SIZE, SEED);
+    assert_whole_echo(&echo, SIZE, BINARY);
     assert!(echo.data_frames >= SIZE / (64 * KIB));
     assert!(echo.controls.is_empty(), "{:?}", echo.controls);
     close_normally(&mut stream);
@@ -541,14 +511,7 @@ fn a_64_mib_multibyte_text_message_is_refragmented_and_intact() {
         sent_straddling > 100,
         "the test should cut characters between fragments"
     );
-    assert_eq!(echo.bytes, SIZE);
-    assert!(echo.fin);
-    assert_eq!(echo.first_opcode, Some(TEXT));
-    assert!(
-        echo.max_frame <= 64 * KIB,
-        "frame of {} bytes",
-        echo.max_frame
-    );
+    assert_whole_echo(&echo, SIZE, TEXT);
     close_normally(&mut stream);
 }
 
@@ -571,19 +534,15 @@ impl Sender {
     fn send(&mut self, w: &mut FrameWriter, len: u64, ping_every: u64) -> std::io::Result<u64> {
         let fin = self.pos + len == Self::SIZE;
         let opcode = if self.pos == 0 { BINARY } else { CONTINUATION };
-        let mut pos = self.pos;
-        w.frame(fin, opcode, len, &mut |out| {
-            fill_binary(Self::SEED, pos, out);
-            pos += out.len() as u64;
-        })?;
-        self.pos = pos;
+        w.frame(fin, opcode, len, &mut binary_from(Self::SEED, self.pos))?;
+        self.pos += len;
         self.fragments += 1;
         if self.fragments % ping_every == 0 && !fin {
-            let payload = format!("ping {} at {pos}", self.pings.len()).into_bytes();
+            let payload = format!("ping {} at {}", self.pings.len(), self.pos).into_bytes();
             w.control(PING, &payload)?;
-            self.pings.push((pos, payload));
+            self.pings.push((self.pos, payload));
         }
-        Ok(pos)
+        Ok(self.pos)
     }
 }
 
@@ -629,10 +588,7 @@ fn pings_between_tiny_fragments_are_answered_before_the_echo_completes() {
         binary_checker(SEED),
     );
     let (pings, fragments) = pings_rx.recv().expect("writer result");
-    assert_eq!(echo.bytes, SIZE);
-    assert!(echo.fin);
-    assert_eq!(echo.first_opcode, Some(BINARY));
-    assert!(echo.max_frame <= 64 * KIB);
+    assert_whole_echo(&echo, SIZE, BINARY);
     let pongs: Vec<_> = echo
         .controls
         .iter()
@@ -781,14 +737,13 @@ fn a_message_over_max_message_size_gets_1009_without_being_allocated() {
             None,
             move |w| {
                 let mut pos = 0;
+                let mut produce = binary_from(9, 0);
                 for (i, &len) in frames.iter().enumerate() {
                     let opcode = if i == 0 { BINARY } else { CONTINUATION };
                     let fin = i + 1 == frames.len();
                     let send = len.min(send_bytes - pos);
-                    let result = w.partial_frame(fin, opcode, len, send, &mut |out| {
-                        fill_binary(9, pos, out);
-                        pos += out.len() as u64;
-                    });
+                    let result = w.partial_frame(fin, opcode, len, send, &mut produce);
+                    pos += send;
                     if result.is_err() {
                         break; // the server closed first
                     }
@@ -825,7 +780,7 @@ fn single_frames_at_the_length_boundaries_echo_intact() {
                 text(len as u64, len)
             } else {
                 let mut p = vec![0u8; len];
-                fill_binary(len as u64, 0, &mut p);
+                fill(len as u64, 0, &mut p);
                 p
             };
             stream
@@ -856,14 +811,10 @@ fn a_frame_declaring_2_pow_32_plus_1_bytes_echoes_as_it_arrives() {
         Some(SENT),
         |w| {
             // The header declares 2^32 + 1; only the first SENT bytes follow.
-            let head = client_header(true, BINARY, DECLARED, [0; 4]);
+            let head = client_frame_header(true, BINARY, DECLARED, [0; 4]);
             assert_eq!(head.len(), 14);
             assert_eq!(&head[1..10], &[0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 1]);
-            let mut pos = 0;
-            w.partial_frame(true, BINARY, DECLARED, SENT, &mut |out| {
-                fill_binary(SEED, pos, out);
-                pos += out.len() as u64;
-            })?;
+            w.partial_frame(true, BINARY, DECLARED, SENT, &mut binary_from(SEED, 0))?;
             w.flush()
         },
         binary_checker(SEED),
@@ -896,32 +847,12 @@ fn a_single_frame_of_4_gib_plus_1_echoes_intact() {
     const SIZE: u64 = (4 << 30) + 1;
     const SEED: u64 = 4;
     // Small watermarks: the goal of a peak under 16 MiB, checked below.
-    let server = ServerProcess::start(&[
-        "--write-high-watermark",
-        "1048576",
-        "--write-low-watermark",
-        "262144",
-    ]);
+    let server = ServerProcess::start(&SMALL_WRITE_WATERMARKS);
     let mut stream = raw_upgrade(&server);
     let hwm_before = kib(&server, "VmHWM");
     let started = std::time::Instant::now();
-    let echo = exchange(
-        &stream,
-        None,
-        |w| {
-            let mut pos = 0;
-            w.frame(true, BINARY, SIZE, &mut |out| {
-                fill_binary(SEED, pos, out);
-                pos += out.len() as u64;
-            })?;
-            w.flush()
-        },
-        binary_checker(SEED),
-    );
-    assert_eq!(echo.bytes, SIZE);
-    assert!(echo.fin);
-    assert_eq!(echo.first_opcode, Some(BINARY));
-    assert!(echo.max_frame <= 64 * KIB);
+    let echo = echo_one_binary_frame(&stream, SIZE, SEED);
+    assert_whole_echo(&echo, SIZE, BINARY);
     close_normally(&mut stream);
     let hwm = kib(&server, "VmHWM");
     eprintln!(

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{masked_frame, raw_upgrade, read_close, read_frame, ServerProcess};
+use common::{
+    masked_frame, raw_upgrade, raw_upgrade_with_read_timeout, read_close, read_frame, ServerProcess,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread::JoinHandle;
@@ -57,49 +59,55 @@ fn watch(clients: Vec<TcpStream>, answer: bool) -> Vec<JoinHandle<()>> {
         .collect()
 }
 
+/// Starts the server with `args`, opens [`three_clients`] that [`watch`] for its close
+/// (answering it if `answer`), sends SIGTERM and asserts a successful exit (within
+/// `within`), then that every client saw the shutdown as it should. Returns how long
+/// the server took to exit.
+fn terminate_with_three_clients(args: &[&str], answer: bool, within: Duration) -> Duration {
+    let server = ServerProcess::start(args);
+    let watchers = watch(three_clients(&server), answer);
+    let start = Instant::now();
+    let status = server.terminate(within);
+    let exited_after = start.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    for watcher in watchers {
+        watcher.join().expect("client");
+    }
+    exited_after
+}
+
 #[test]
 fn on_sigterm_every_client_gets_close_1001_and_the_server_exits_promptly_once_they_answer() {
     // Long timeouts: a prompt exit can only come from the clients' answers.
-    let server = ServerProcess::start(&["--shutdown-timeout", "15", "--close-timeout", "15"]);
-    let watchers = watch(three_clients(&server), true);
-    let start = Instant::now();
-    let status = server.terminate(Duration::from_secs(15));
-    let exited_after = start.elapsed();
-    assert!(status.success(), "exit status {status:?}");
+    let exited_after = terminate_with_three_clients(
+        &["--shutdown-timeout", "15", "--close-timeout", "15"],
+        true,
+        Duration::from_secs(15),
+    );
     assert!(
         exited_after < Duration::from_secs(5),
         "exit took {exited_after:?} although every client answered"
     );
-    for watcher in watchers {
-        watcher.join().expect("client");
-    }
 }
 
 #[test]
 fn on_sigterm_clients_that_never_answer_are_waited_for_only_until_the_shutdown_timeout() {
-    let server = ServerProcess::start(&["--shutdown-timeout", "1", "--close-timeout", "15"]);
-    let watchers = watch(three_clients(&server), false);
-    let start = Instant::now();
-    let status = server.terminate(Duration::from_secs(10));
-    let exited_after = start.elapsed();
-    assert!(status.success(), "exit status {status:?}");
+    let exited_after = terminate_with_three_clients(
+        &["--shutdown-timeout", "1", "--close-timeout", "15"],
+        false,
+        Duration::from_secs(10),
+    );
     assert!(
         exited_after >= Duration::from_millis(900),
         "the server did not wait for the clients' answers: {exited_after:?}"
     );
     assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
-    for watcher in watchers {
-        watcher.join().expect("client");
-    }
 }
 
 #[test]
 fn after_sigterm_new_connections_are_refused_at_once() {
     let server = ServerProcess::start(&["--shutdown-timeout", "2", "--close-timeout", "15"]);
-    let mut client = raw_upgrade(&server);
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut client = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
     let addr = server.addr;
     let terminator = std::thread::spawn(move || server.terminate(Duration::from_secs(10)));
     // Once the close arrives the signal has been handled and the listener closed.

@@ -4,12 +4,36 @@
 //!
 //! The raw-frame reader here is deliberately independent of the crate's own decoder,
 //! so that a bug in the decoder cannot hide itself in the tests.
+//!
+//! Submodules: [`payload`], the deterministic payload generators, and [`launch`], how
+//! the binary is started (both self-contained, as `examples/huge_echo.rs` includes
+//! them too).
 #![allow(dead_code)] // each test file uses a different part of this module
+
+pub mod launch;
+pub mod payload;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
+
+/// Opcodes (RFC 6455 §5.2).
+pub const CONTINUATION: u8 = 0x0;
+pub const TEXT: u8 = 0x1;
+pub const BINARY: u8 = 0x2;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xA;
+
+/// Server arguments for small write watermarks (1 MiB high, 256 KiB low), for the tests
+/// that bound the server's memory or make back-pressure set in early.
+pub const SMALL_WRITE_WATERMARKS: [&str; 4] = [
+    "--write-high-watermark",
+    "1048576",
+    "--write-low-watermark",
+    "262144",
+];
 
 /// The server binary running as a child process; killed when dropped.
 pub struct ServerProcess {
@@ -38,16 +62,7 @@ impl ServerProcess {
                 command
             }
         };
-        let mut child = command
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+        let mut child = launch::configure_server(&mut command, args)
             .spawn()
             .expect("start wsreactor");
         let stdout = child.stdout.take().expect("stdout");
@@ -55,13 +70,8 @@ impl ServerProcess {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ws://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .expect("address");
+        let addr = launch::listening_addr(&line)
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
         ServerProcess { child, addr }
     }
 
@@ -176,21 +186,36 @@ pub fn raw_upgrade(server: &ServerProcess) -> TcpStream {
     stream
 }
 
+/// [`raw_upgrade`] with its read timeout set to `read_timeout`.
+pub fn raw_upgrade_with_read_timeout(server: &ServerProcess, read_timeout: Duration) -> TcpStream {
+    let stream = raw_upgrade(server);
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .expect("read timeout");
+    stream
+}
+
+/// A masked client frame header (RFC 6455 §5.2) for `len` payload bytes: the 7-bit,
+/// 16-bit or 64-bit length as the RFC requires, then the masking `key`.
+pub fn client_frame_header(fin: bool, opcode: u8, len: u64, key: [u8; 4]) -> Vec<u8> {
+    let mut head = vec![(u8::from(fin) << 7) | opcode];
+    if len < 126 {
+        head.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        head.push(0x80 | 126);
+        head.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        head.push(0x80 | 127);
+        head.extend_from_slice(&len.to_be_bytes());
+    }
+    head.extend_from_slice(&key);
+    head
+}
+
 /// A client frame (masked with a fixed key, RFC 6455 §5.3), built by hand.
 pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![(u8::from(fin) << 7) | opcode];
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if len <= 0xFFFF {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(&key);
+    let mut frame = client_frame_header(fin, opcode, payload.len() as u64, key);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     frame
 }
