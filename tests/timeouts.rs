@@ -271,6 +271,41 @@ fn a_slow_reader_held_back_by_back_pressure_is_not_dropped_as_idle() {
 }
 
 #[test]
+fn a_slow_reader_that_is_not_paused_is_not_dropped_as_idle() {
+    // One 512 KiB message, far below the 16 MiB high watermark: the server never
+    // pauses, has read everything, and gets no more input. The client reads the echo
+    // slowly for longer than two idle periods; the socket's progress must count as
+    // life even though nothing arrives.
+    // Small socket buffers keep most of the echo in the server's queue, where a
+    // wrongly dropped connection would lose it.
+    let server = ServerProcess::start(&["--idle-timeout", "1", "--so-sndbuf", "16384"]);
+    let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
+    socket2::SockRef::from(&stream)
+        .set_recv_buffer_size(16384)
+        .unwrap();
+    let payload: Vec<u8> = (0..512 * 1024).map(|i| (i * 13) as u8).collect();
+    stream
+        .write_all(&masked_frame(true, 0x2, &payload))
+        .unwrap();
+    let start = Instant::now();
+    let mut echoed = Vec::new();
+    while echoed.len() < payload.len() {
+        let frame = read_frame(&mut stream).expect("dropped while reading");
+        match frame.opcode {
+            0x9 => continue, // keepalive ping, left unanswered: reading must suffice
+            0x2 | 0x0 => echoed.extend_from_slice(&frame.payload),
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(3),
+        "read too fast to test anything"
+    );
+    assert!(echoed == payload, "the echo differs");
+}
+
+#[test]
 fn a_client_that_stops_reading_altogether_is_still_dropped_by_keepalive() {
     // The counterpart of the slow reader: back-pressure pauses the server, but this
     // client takes nothing at all, so nothing proves it alive and the keepalive ping
