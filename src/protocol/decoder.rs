@@ -206,6 +206,8 @@ impl Decoder {
                     return Ok((used, Some(Event::FrameStart(header))));
                 }
                 HeaderParse::Partial { needed } => {
+                    // `needed` ≤ MAX_HEADER_LEN and `used` ≤ `input.len()`, so both
+                    // ranges below are in bounds.
                     let take = (needed - filled).min(input.len() - used);
                     if take == 0 {
                         self.state = State::Header { filled };

@@ -77,6 +77,8 @@ impl FrameHeader {
         if buf.len() < needed {
             return Ok(HeaderParse::Partial { needed });
         }
+        // `buf.len() >= needed` = 2 + ext_len (+ 4), so `rest` holds the extended length
+        // (and the key): the split and the indexing below are in bounds.
         let (ext, after_len) = rest.split_at(ext_len);
         let payload_len = match ext_len {
             0 => u64::from(len_code),
