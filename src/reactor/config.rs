@@ -13,8 +13,8 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub addr: SocketAddr,
 
-    /// Most WebSocket connections open at once; further upgrades are refused with
-    /// 503 and Retry-After.
+    /// Most WebSocket connections open at once, in all workers together; further
+    /// upgrades are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
 
@@ -83,6 +83,17 @@ pub struct Config {
     /// Cap the kernel send buffer of each connection (SO_SNDBUF).
     #[arg(long)]
     pub so_sndbuf: Option<usize>,
+
+    /// Reactors to run, each on its own thread with its own listener on the same
+    /// address (SO_REUSEPORT: the kernel spreads new connections over them). They share
+    /// nothing but the counters. One per core is the most that helps.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub workers: usize,
+
+    /// Seconds between two `stats:` lines in the log (info level) with the counters
+    /// that `GET /metrics` serves. 0 turns them off.
+    #[arg(long, default_value_t = 0)]
+    pub stats_interval: u64,
 }
 
 impl Default for Config {
@@ -111,6 +122,11 @@ impl Config {
     /// The keepalive interval, if keepalive is on.
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+
+    /// The interval between stats lines, if they are on.
+    pub fn stats_interval(&self) -> Option<Duration> {
+        (self.stats_interval > 0).then(|| Duration::from_secs(self.stats_interval))
     }
 
     /// The shutdown grace period as a duration.

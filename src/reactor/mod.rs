@@ -7,14 +7,21 @@
 //! and handed to the connection's sans-IO [`Decoder`]; events go to the [`Handler`];
 //! whatever it sends is queued on the connection's [`write_queue::WriteQueue`] and
 //! flushed. See `docs/ARCHITECTURE.md` for the life of a connection.
+//!
+//! A [`Server`] is one such loop. [`Workers`] runs `--workers` of them on as many
+//! threads, sharing nothing but their [`metrics`].
 
 pub mod config;
 pub mod connection;
 mod http;
+pub mod metrics;
 pub mod timers;
+mod workers;
 pub mod write_queue;
 
 pub use config::Config;
+pub use metrics::Metrics;
+pub use workers::Workers;
 
 use crate::app::{ConnId, Handler};
 use crate::protocol::encoder::Fragmenter;
@@ -25,6 +32,7 @@ use crate::protocol::{
 };
 use connection::{Connection, Phase};
 use log::{debug, info, trace, warn};
+use metrics::WorkerMetrics;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -32,6 +40,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timers::Timers;
 
@@ -56,8 +65,10 @@ struct Shared {
     /// readiness is not repeated for bytes already waiting (after back-pressure
     /// paused reading, or after `MAX_READS_PER_TURN`).
     ready: Vec<ConnId>,
-    /// Connections whose handler has seen `on_open` and not `on_close`.
-    open_count: usize,
+    /// The counters of every worker (for `/metrics` and `--max-connections`).
+    metrics: Arc<Metrics>,
+    /// This worker's own counters, in `metrics`.
+    counters: Arc<WorkerMetrics>,
     /// Closes started by the handler through [`Ctx::close`], whose `on_close` is due
     /// once the handler call that started them has returned.
     app_closes: Vec<(ConnId, CloseFrame)>,
@@ -87,6 +98,9 @@ impl Ctx<'_> {
         match self.shared.conns.get_mut(conn.slot) {
             Some(c) if c.id == conn && c.is_open() => {
                 c.queue_data(kind, data, end_of_message);
+                if end_of_message {
+                    self.shared.counters.message_out();
+                }
                 self.shared.touched.push(conn);
                 true
             }
@@ -115,7 +129,7 @@ impl Ctx<'_> {
                 c.phase = Phase::CloseSent;
                 if c.app_open {
                     c.app_open = false;
-                    self.shared.open_count -= 1;
+                    self.shared.counters.closed(code);
                     let frame = CloseFrame::new(code, reason);
                     self.shared.app_closes.push((conn, frame));
                 }
@@ -151,20 +165,23 @@ impl Shared {
         }
         if !conn.queue.is_blocked() {
             match conn.queue.flush_until_blocked(&mut conn.socket) {
-                // A full socket took bytes: the peer acknowledged data, so it is reading.
-                // That is a sign of life for keepalive, like input. Without it a slow
-                // reader (which may send nothing, and is not read at all while paused
-                // by back-pressure) would be pinged behind its queue and dropped as
-                // dead while draining our output. A peer that reads nothing still gets
-                // no credit and is dropped after the unanswered ping (§5.5.2). Writes
-                // into free buffer space (our own ping included) prove nothing.
-                Ok(written) if written > 0 && was_blocked => {
-                    if let Phase::Open { ping_outstanding } = &mut conn.phase {
-                        conn.last_read = Instant::now();
-                        *ping_outstanding = false;
+                Ok(written) => {
+                    self.counters.bytes_out(written);
+                    // A full socket took bytes: the peer acknowledged data, so it is
+                    // reading. That is a sign of life for keepalive, like input.
+                    // Without it a slow reader (which may send nothing, and is not read
+                    // at all while paused by back-pressure) would be pinged behind its
+                    // queue and dropped as dead while draining our output. A peer that
+                    // reads nothing still gets no credit and is dropped after the
+                    // unanswered ping (§5.5.2). Writes into free buffer space (our own
+                    // ping included) prove nothing.
+                    if written > 0 && was_blocked {
+                        if let Phase::Open { ping_outstanding } = &mut conn.phase {
+                            conn.last_read = Instant::now();
+                            *ping_outstanding = false;
+                        }
                     }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     debug!("{} write failed: {e}", conn.peer);
                     self.broken.push(conn.id);
@@ -232,16 +249,22 @@ impl Shared {
     fn remove(&mut self, slot: usize) {
         if self.conns.contains(slot) {
             let conn = self.conns.remove(slot);
+            self.counters.socket_closed();
             if conn.app_open {
-                self.open_count -= 1;
+                // Not reached: callers tell the handler (and count the close) first.
+                self.counters.closed(CloseCode::ABNORMAL);
             }
             trace!("{} removed", conn.peer);
         }
     }
 }
 
-/// A WebSocket server: a listener, a poll loop and a handler.
+/// A WebSocket server: a listener, a poll loop and a handler, on the thread that calls
+/// [`Server::run`]. This is one reactor whatever `config.workers` says; [`Workers`]
+/// runs several.
 pub struct Server<H> {
+    /// Which worker this is (0 for a lone server): for logs; worker 0 logs the stats.
+    worker: usize,
     poll: Poll,
     /// The listening socket; `None` once shutdown began (dropping it closes it).
     listener: Option<TcpListener>,
@@ -256,19 +279,40 @@ pub struct Server<H> {
     accept_pauses: u32,
     /// Set once SIGINT/SIGTERM arrived: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
+    /// When the next stats line is due (worker 0, with `--stats-interval`).
+    next_stats: Option<Instant>,
 }
 
 impl<H: Handler> Server<H> {
     /// Binds the listener and registers it and the signal handlers with a new poll.
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        Self::bind_worker(config, handler, Arc::new(Metrics::new(1)), 0, false)
+    }
+
+    /// Binds worker `worker` of a group counting into `metrics`; with `reuse_port` its
+    /// listener may share its address with the group's others (SO_REUSEPORT).
+    fn bind_worker(
+        config: Config,
+        handler: H,
+        metrics: Arc<Metrics>,
+        worker: usize,
+        reuse_port: bool,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(bind_listener(&config)?);
+        let mut listener = TcpListener::from_std(bind_listener(&config, reuse_port)?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        // Every worker registers its own: signal-hook calls each registration, so one
+        // SIGTERM reaches every worker's poll.
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let next_stats = config
+            .stats_interval()
+            .filter(|_| worker == 0)
+            .map(|every| Instant::now() + every);
         Ok(Server {
+            worker,
             poll,
             listener: Some(listener),
             signals,
@@ -280,7 +324,8 @@ impl<H: Handler> Server<H> {
                 timers: Timers::default(),
                 touched: Vec::new(),
                 ready: Vec::new(),
-                open_count: 0,
+                counters: metrics.worker(worker),
+                metrics,
                 app_closes: Vec::new(),
                 broken: Vec::new(),
             },
@@ -288,6 +333,7 @@ impl<H: Handler> Server<H> {
             accept_paused_until: None,
             accept_pauses: 0,
             shutdown_deadline: None,
+            next_stats,
         })
     }
 
@@ -302,14 +348,25 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// The counters of this server (of its whole group, for a worker of [`Workers`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// Runs the loop until a shutdown signal has been handled. Returns `Ok` after a
     /// graceful shutdown.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
+    pub fn run(self) -> io::Result<()> {
+        self.log_start(1)?;
+        self.run_loop()
+    }
+
+    /// Logs the address and the limits, once for a group of `workers`.
+    fn log_start(&self, workers: usize) -> io::Result<()> {
         let config = &self.shared.config;
         info!(
-            "listening on {} (max connections {}, read buffer {} B, write watermarks {}/{} B, max frame out {} B, handshake/close/idle timeouts {}/{}/{} s)",
+            "listening on {} with {workers} worker{} (max connections {}, read buffer {} B, write watermarks {}/{} B, max frame out {} B, handshake/close/idle timeouts {}/{}/{} s, stats every {} s)",
             self.local_addr()?,
+            if workers == 1 { "" } else { "s" },
             config.max_connections,
             self.read_buf.len(),
             config.write_low_watermark,
@@ -318,7 +375,14 @@ impl<H: Handler> Server<H> {
             config.handshake_timeout,
             config.close_timeout,
             config.idle_timeout,
+            config.stats_interval,
         );
+        Ok(())
+    }
+
+    /// The loop: runs until a shutdown signal has been handled.
+    fn run_loop(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -353,13 +417,18 @@ impl<H: Handler> Server<H> {
                 }
             }
             self.fire_timers(now);
+            self.log_stats(now);
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
                 self.accept_until_blocked(now);
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.shared.conns.is_empty() || now >= deadline {
-                    info!("shut down ({} connections left)", self.shared.conns.len());
+                    info!(
+                        "worker {} shut down ({} connections left)",
+                        self.worker,
+                        self.shared.conns.len()
+                    );
                     return Ok(());
                 }
             }
@@ -377,10 +446,29 @@ impl<H: Handler> Server<H> {
                 .map(|at| at.saturating_duration_since(now)),
             self.shutdown_deadline
                 .map(|at| at.saturating_duration_since(now)),
+            self.next_stats.map(|at| at.saturating_duration_since(now)),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Logs the counters of the whole group when they are due (see `--stats-interval`).
+    fn log_stats(&mut self, now: Instant) {
+        let (Some(due), Some(every)) = (self.next_stats, self.shared.config.stats_interval())
+        else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        info!("stats: {}", self.shared.metrics.snapshot());
+        // Keep the rhythm, unless the loop fell more than a period behind.
+        self.next_stats = Some(if now - due < every {
+            due + every
+        } else {
+            now + every
+        });
     }
 
     fn accept_until_blocked(&mut self, now: Instant) {
@@ -391,7 +479,10 @@ impl<H: Handler> Server<H> {
             match listener.accept() {
                 Ok((socket, peer)) => {
                     if self.accept_pauses > 0 {
-                        info!("accepting again after {} pauses", self.accept_pauses);
+                        info!(
+                            "worker {}: accepting again after {} pauses",
+                            self.worker, self.accept_pauses
+                        );
                         self.accept_pauses = 0;
                     }
                     self.add_connection(socket, peer, now);
@@ -403,12 +494,14 @@ impl<H: Handler> Server<H> {
                     // fail the same way in a busy loop. Try again shortly.
                     if self.accept_pauses == 0 {
                         warn!(
-                            "accept: {e}; pausing accepts for {} ms at a time until descriptors free up ({} connections open)",
+                            "worker {}: accept: {e}; pausing accepts for {} ms at a time until descriptors free up ({} connections open)",
+                            self.worker,
                             ACCEPT_BACKOFF.as_millis(),
                             self.shared.conns.len()
                         );
                     }
                     self.accept_pauses += 1;
+                    self.shared.counters.accept_paused();
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -453,6 +546,7 @@ impl<H: Handler> Server<H> {
             last_read: now,
             deadline: None,
         });
+        self.shared.counters.accepted();
         trace!("{peer} accepted (slot {slot})");
         let at = now + self.shared.config.handshake_timeout();
         self.shared.set_deadline(slot, at);
@@ -483,6 +577,7 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
+            self.shared.counters.bytes_in(n);
             conn.last_read = now;
             if let Phase::Open { ping_outstanding } = &mut conn.phase {
                 *ping_outstanding = false;
@@ -579,6 +674,7 @@ impl<H: Handler> Server<H> {
             match conn.phase {
                 Phase::Handshaking { .. } => {
                     debug!("{} handshake timed out", conn.peer);
+                    self.shared.counters.handshake_timed_out();
                     self.shared.remove(id.slot);
                 }
                 Phase::Open { ping_outstanding } => {
@@ -615,12 +711,13 @@ impl<H: Handler> Server<H> {
             return;
         }
         if self.shutdown_deadline.is_some() {
-            info!("second signal: exiting now");
+            info!("worker {}: second signal: exiting now", self.worker);
             self.shutdown_deadline = Some(now);
             return;
         }
         info!(
-            "shutting down: closing {} connections (up to {} s)",
+            "worker {} shutting down: closing {} connections (up to {} s)",
+            self.worker,
             self.shared.conns.len(),
             self.shared.config.shutdown_timeout
         );
@@ -680,7 +777,7 @@ fn leave_open<H: Handler>(
         return;
     }
     conn.app_open = false;
-    shared.open_count -= 1;
+    shared.counters.closed(code);
     let id = conn.id;
     debug!("{} closed: code {code} reason {reason:?}", conn.peer);
     handler.on_close(&mut Ctx { shared, now }, id, code, reason);
@@ -728,6 +825,7 @@ fn on_handshake_input<H: Handler>(
                 error.reason(),
                 error.status()
             );
+            shared.counters.handshake_invalid();
             conn.queue.push_bytes(&handshake::reject(&error));
             shared.begin_draining(slot, now);
             return;
@@ -737,7 +835,9 @@ fn on_handshake_input<H: Handler>(
             ..
         }) => {
             debug!("{} {} {}", conn.peer, request.method, request.path);
-            conn.queue.push_bytes(&http::respond(&request));
+            shared.counters.http_request();
+            conn.queue
+                .push_bytes(&http::respond(&request, &shared.metrics));
             shared.begin_draining(slot, now);
             return;
         }
@@ -746,11 +846,12 @@ fn on_handshake_input<H: Handler>(
             head_len,
         }) => (request, head_len),
     };
-    if shared.open_count >= shared.config.max_connections {
-        debug!(
-            "{} refused: {} connections open",
-            conn.peer, shared.open_count
-        );
+    // The limit is for the whole group: with several workers, upgrades completing at
+    // the same moment on different workers may pass it by up to workers - 1.
+    let open = shared.metrics.connections_open();
+    if open >= shared.config.max_connections as u64 {
+        debug!("{} refused: {open} connections open", conn.peer);
+        shared.counters.refused();
         let body = b"too many connections\n";
         conn.queue.push_bytes(&http_response(
             503,
@@ -773,7 +874,7 @@ fn on_handshake_input<H: Handler>(
         ping_outstanding: false,
     };
     conn.app_open = true;
-    shared.open_count += 1;
+    shared.counters.opened();
     debug!(
         "{} open: {} (protocol {:?})",
         conn.peer, request.path, protocol
@@ -843,6 +944,9 @@ fn on_frames<H: Handler>(
             } => {
                 // After our close (CloseSent) the peer's data is read and dropped (§7.1.2).
                 if conn.app_open {
+                    if end_of_message {
+                        shared.counters.message_in();
+                    }
                     handler.on_data(&mut Ctx { shared, now }, id, kind, bytes, end_of_message);
                 }
             }
@@ -900,6 +1004,7 @@ fn fail<H: Handler>(
         return;
     };
     debug!("{} protocol error: {error}", conn.peer);
+    shared.counters.protocol_error(error.close_code());
     if conn.is_open() {
         conn.queue_close(error.close_code(), error.reason());
     }
@@ -926,10 +1031,19 @@ fn is_out_of_descriptors(error: &io::Error) -> bool {
 /// Creates the listening socket with the options that must be set before `listen`:
 /// SO_REUSEADDR (restart without waiting for TIME_WAIT), and SO_RCVBUF/SO_SNDBUF when
 /// capped, which accepted sockets inherit (and which size the TCP window scale).
-fn bind_listener(config: &Config) -> io::Result<std::net::TcpListener> {
+///
+/// With `reuse_port` (several workers) also SO_REUSEPORT, so that each worker can bind
+/// its own listener to the same address and the kernel spreads new connections over
+/// them by a hash of the addresses. It is left off for a single listener: with it, a
+/// second server started by mistake on the same port (as the same user) would quietly
+/// take half the connections instead of failing with "address in use".
+fn bind_listener(config: &Config, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(config.addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if let Some(size) = config.so_rcvbuf {
         socket.set_recv_buffer_size(size)?;
     }

@@ -313,3 +313,113 @@ pub fn expect_eof(stream: &mut TcpStream) {
         }
     }
 }
+
+/// The server's log lines (stderr), read by a thread as they come.
+pub struct LogLines(std::sync::mpsc::Receiver<String>);
+
+impl LogLines {
+    /// Waits up to `within` for a log line containing `needle`, skipping the others;
+    /// returns it, or `None` if none came in time (or the server's stderr closed).
+    pub fn wait_for(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl ServerProcess {
+    /// Like [`ServerProcess::start`], with the log at `level` (`RUST_LOG`) captured
+    /// instead of inherited: its lines arrive through the returned [`LogLines`].
+    pub fn start_with_log(level: &str, args: &[&str]) -> (Self, LogLines) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsreactor"));
+        launch::configure_server(&mut command, args)
+            .env("RUST_LOG", level)
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("start wsreactor");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, receiver) = std::sync::mpsc::channel();
+        // Draining stderr all along also keeps the server from blocking on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let _ = lines.send(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = launch::listening_addr(&line)
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        (ServerProcess { child, addr }, LogLines(receiver))
+    }
+
+    /// Like [`ServerProcess::terminate`], with `signal` (e.g. `libc::SIGINT`).
+    pub fn stop_with(mut self, signal: i32, within: Duration) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `GET /metrics` from `server`: every sample of the Prometheus text, keyed by its
+/// name with labels as written (`wsreactor_messages_total{direction="in"}`).
+pub fn metrics(server: &ServerProcess) -> std::collections::BTreeMap<String, u64> {
+    let mut stream = raw_connect(server);
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("name value");
+            (name.to_string(), value.parse().expect("an integer value"))
+        })
+        .collect()
+}
+
+/// Polls [`metrics`] until `done` holds for them (the server counts some events, such
+/// as a client's FIN, a moment after the client saw its side of them); returns them.
+/// Panics with the last sample after `within`.
+pub fn metrics_when(
+    server: &ServerProcess,
+    within: Duration,
+    done: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
+) -> std::collections::BTreeMap<String, u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let sample = metrics(server);
+        if done(&sample) {
+            return sample;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never reached the expected state: {sample:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
