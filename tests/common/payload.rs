@@ -3,8 +3,9 @@
 //!
 //! This file is self-contained (no dependency on the rest of `tests/common`):
 //! `examples/huge_echo.rs` includes it too, with
-//! `#[path = "../tests/common/payload.rs"] mod payload;`, and the integration tests
-//! reach it as `common::payload`.
+//! `#[path = "../tests/common/payload.rs"] mod payload;`, and so does the `wsload`
+//! load generator (`src/bin/wsload/main.rs`); the integration tests reach it as
+//! `common::payload`.
 #![allow(dead_code)] // each includer uses a different part of this module
 
 /// Word `index` of the pseudo-random stream `seed`: SplitMix64's output function on a
