@@ -537,7 +537,7 @@ impl Sender {
         w.frame(fin, opcode, len, &mut binary_from(Self::SEED, self.pos))?;
         self.pos += len;
         self.fragments += 1;
-        if self.fragments % ping_every == 0 && !fin {
+        if self.fragments.is_multiple_of(ping_every) && !fin {
             let payload = format!("ping {} at {}", self.pings.len(), self.pos).into_bytes();
             w.control(PING, &payload)?;
             self.pings.push((self.pos, payload));

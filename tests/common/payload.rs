@@ -23,7 +23,7 @@ pub fn word(seed: u64, index: u64) -> u64 {
 pub fn fill(seed: u64, pos: u64, out: &mut [u8]) {
     let mut p = pos;
     let mut i = 0;
-    while i < out.len() && p % 8 != 0 {
+    while i < out.len() && !p.is_multiple_of(8) {
         out[i] = word(seed, p / 8).to_le_bytes()[(p % 8) as usize];
         i += 1;
         p += 1;
@@ -56,7 +56,7 @@ pub fn patterned_text(len: usize) -> String {
     let mut text = String::with_capacity(len);
     let mut i = 0usize;
     while text.len() < len {
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             let marker = format!("<{}>", text.len());
             if text.len() + marker.len() <= len {
                 text.push_str(&marker);

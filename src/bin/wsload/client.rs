@@ -665,7 +665,7 @@ impl Conn {
             && !ctx.stop
             && !self.in_msg
             && self.inflight.len() < ctx.w.in_flight
-            && ctx.w.per_conn.map_or(true, |n| self.started < n)
+            && ctx.w.per_conn.is_none_or(|n| self.started < n)
     }
 
     /// Everything this connection had to send was sent and echoed.
