@@ -4,8 +4,12 @@
 //! It never holds a data payload. Payload bytes are unmasked in place in the caller's
 //! buffer and handed back as [`Event::Data`] slices as soon as they arrive, so a frame of
 //! 2^63−1 bytes costs it no more memory than one of 10 bytes. What it does keep between
-//! calls is small and fixed: up to 14 bytes of a header cut across reads, up to 125
-//! bytes of a control frame's payload, and the state of the UTF-8 validator.
+//! calls is small and fixed (80 bytes on 64-bit targets): up to 14 bytes of a header cut
+//! across reads, the state of the UTF-8 validator, and where it is in the frame. A
+//! control frame's payload (at most 125 bytes) is taken straight from the input when it
+//! arrives whole; only one cut across reads is collected, in a buffer allocated the first
+//! time that happens and kept from then on. So a decoder that never saw a split control
+//! frame (an idle connection, a typical one) holds no payload buffer at all.
 //!
 //! The states, named after what they wait for (like Node `ws`'s receiver):
 //!
@@ -82,41 +86,58 @@ pub enum Event<'a> {
     Close(Option<CloseFrame>),
 }
 
-/// What the decoder is waiting for.
+/// What the decoder is waiting for. (The small counts are `u8`: a header is at most 14
+/// bytes, a control payload at most 125.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Header bytes; `filled` of them are already in `header_buf`.
-    Header { filled: usize },
+    Header { filled: u8 },
     /// The rest of a data frame's payload (0 only for an empty final frame, whose
     /// `Data` event the next call reports).
     Payload { remaining: u64 },
-    /// The rest of a control frame's payload, collected in `control`.
-    Control { remaining: usize },
+    /// The rest of a control frame's payload. While `stashed` is 0 nothing of it has
+    /// been consumed yet: if the whole payload is in the input, it is taken from there.
+    /// Otherwise `stashed` bytes of it are already in the decoder's `control` buffer.
+    Control { remaining: u8, stashed: u8 },
 }
 
-/// The message a data frame belongs to (§5.4: a message may span many frames).
+/// What the decoder keeps of the header of the frame whose payload is being read: the
+/// parts that matter after the header was checked (8 bytes instead of the 24 of a
+/// [`FrameHeader`]; the length lives on in [`State`]).
 #[derive(Clone, Copy, Debug)]
-struct OpenMessage {
-    kind: MessageKind,
-    /// Payload bytes declared so far, checked against `Limits::max_message_size`.
-    declared: u64,
+struct Frame {
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
 }
 
 /// A streaming RFC 6455 frame decoder for one connection. See the module docs.
+///
+/// The fields are laid out for size (every reactor connection holds one): the message
+/// in progress is split into its kind (1 byte) and its running length (8), rather than
+/// an `Option` of a struct that would pad to 16, and the control payload stash is
+/// boxed and created on first use.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     role: Role,
     limits: Limits,
     state: State,
     header_buf: [u8; MAX_HEADER_LEN],
-    /// The header of the frame whose payload is being read.
-    frame: FrameHeader,
+    /// The frame whose payload is being read.
+    frame: Frame,
     /// Payload bytes of the current frame already unmasked, mod 4: where in the key the
     /// next byte starts (§5.3).
-    mask_offset: usize,
-    message: Option<OpenMessage>,
+    mask_offset: u8,
+    /// The kind of the message a data frame belongs to, while one is open (§5.4: a
+    /// message may span many frames).
+    message: Option<MessageKind>,
+    /// Payload bytes the open message has declared so far, checked against
+    /// `Limits::max_message_size`.
+    declared: u64,
     utf8: Utf8Validator,
-    control: ControlPayload,
+    /// A control frame's payload cut across reads, collected here. Allocated the first
+    /// time a control payload arrives split, then kept for the next one.
+    control: Option<Box<ControlPayload>>,
     /// Once the peer broke the protocol, every later call reports the same error.
     failed: Option<ProtocolError>,
 }
@@ -129,24 +150,23 @@ impl Decoder {
             limits,
             state: State::Header { filled: 0 },
             header_buf: [0; MAX_HEADER_LEN],
-            frame: FrameHeader {
+            frame: Frame {
                 fin: true,
-                rsv: 0,
                 opcode: OpCode::Continuation,
                 mask: None,
-                payload_len: 0,
             },
             mask_offset: 0,
             message: None,
+            declared: 0,
             utf8: Utf8Validator::default(),
-            control: ControlPayload::new(),
+            control: None,
             failed: None,
         }
     }
 
     /// The kind of the data message currently open, if a fragmented message is under way.
     pub fn open_message(&self) -> Option<MessageKind> {
-        self.message.map(|m| m.kind)
+        self.message
     }
 
     /// Whether the decoder sits exactly between two frames (nothing of a frame is
@@ -180,15 +200,16 @@ impl Decoder {
         match self.state {
             State::Header { filled } => self.read_header(filled, input),
             State::Payload { remaining } => self.read_payload(remaining, input),
-            State::Control { remaining } => self.read_control(remaining, input),
+            State::Control { remaining, stashed } => self.read_control(remaining, stashed, input),
         }
     }
 
     fn read_header<'a>(
         &mut self,
-        mut filled: usize,
+        filled: u8,
         input: &'a mut [u8],
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        let mut filled = usize::from(filled);
         // Fast path: nothing stashed, so parse straight from the input without copying.
         if filled == 0 {
             if let HeaderParse::Complete { header, len } = FrameHeader::parse(input)? {
@@ -210,7 +231,10 @@ impl Decoder {
                     // ranges below are in bounds.
                     let take = (needed - filled).min(input.len() - used);
                     if take == 0 {
-                        self.state = State::Header { filled };
+                        // `filled` < MAX_HEADER_LEN (14): the cast is lossless.
+                        self.state = State::Header {
+                            filled: filled as u8,
+                        };
                         return Ok((used, None));
                     }
                     self.header_buf[filled..filled + take]
@@ -237,7 +261,11 @@ impl Decoder {
         if header.payload_len > self.limits.max_frame_size {
             return Err(ProtocolError::FrameTooLarge);
         }
-        self.frame = header;
+        self.frame = Frame {
+            fin: header.fin,
+            opcode: header.opcode,
+            mask: header.mask,
+        };
         self.mask_offset = 0;
         match header.opcode {
             OpCode::Reserved(_) => return Err(ProtocolError::ReservedOpcode),
@@ -247,12 +275,14 @@ impl Decoder {
                 if !header.fin {
                     return Err(ProtocolError::FragmentedControlFrame);
                 }
-                let remaining = usize::try_from(header.payload_len)
+                let remaining = u8::try_from(header.payload_len)
                     .ok()
-                    .filter(|&len| len <= MAX_CONTROL_PAYLOAD)
+                    .filter(|&len| usize::from(len) <= MAX_CONTROL_PAYLOAD)
                     .ok_or(ProtocolError::ControlFrameTooLong)?;
-                self.control.clear();
-                self.state = State::Control { remaining };
+                self.state = State::Control {
+                    remaining,
+                    stashed: 0,
+                };
                 return Ok(());
             }
             OpCode::Continuation => {
@@ -270,19 +300,19 @@ impl Decoder {
                     MessageKind::Binary
                 };
                 self.utf8.reset();
-                self.message = Some(OpenMessage { kind, declared: 0 });
+                self.message = Some(kind);
+                self.declared = 0;
             }
         }
-        if let Some(message) = &mut self.message {
-            // Both terms are at most 2^63−1, so the sum cannot overflow a u64.
-            message.declared += header.payload_len;
-            if message.declared > self.limits.max_message_size {
-                return Err(ProtocolError::MessageTooLarge);
-            }
-            // Only the running total matters from here on; clamp it so that a long
-            // stream of frames can never overflow it either.
-            message.declared = message.declared.min(MAX_PAYLOAD_LEN);
+        // A message is open here (a continuation without one failed above).
+        // Both terms are at most 2^63−1, so the sum cannot overflow a u64.
+        self.declared += header.payload_len;
+        if self.declared > self.limits.max_message_size {
+            return Err(ProtocolError::MessageTooLarge);
         }
+        // Only the running total matters from here on; clamp it so that a long stream
+        // of frames can never overflow it either.
+        self.declared = self.declared.min(MAX_PAYLOAD_LEN);
         self.state = if header.payload_len == 0 && !header.fin {
             // Nothing to deliver: an empty fragment in the middle of a message.
             State::Header { filled: 0 }
@@ -297,8 +327,10 @@ impl Decoder {
     /// Unmasks `chunk` in place and advances the key position by its length.
     fn unmask(&mut self, chunk: &mut [u8]) {
         if let Some(key) = self.frame.mask {
-            apply_mask(chunk, key, self.mask_offset);
-            self.mask_offset = (self.mask_offset + chunk.len()) % 4;
+            let offset = usize::from(self.mask_offset);
+            apply_mask(chunk, key, offset);
+            // A value below 4: the cast is lossless.
+            self.mask_offset = ((offset + chunk.len()) % 4) as u8;
         }
     }
 
@@ -327,7 +359,7 @@ impl Decoder {
             self.message
         };
         // A data frame is only accepted while a message is open (see `start_frame`).
-        let kind = message.map_or(MessageKind::Binary, |m| m.kind);
+        let kind = message.unwrap_or(MessageKind::Binary);
         if kind == MessageKind::Text {
             let valid = match self.utf8.feed(chunk) {
                 Ok(()) => n,
@@ -364,27 +396,126 @@ impl Decoder {
 
     fn read_control<'a>(
         &mut self,
-        remaining: usize,
+        remaining: u8,
+        stashed: u8,
         input: &'a mut [u8],
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
-        let n = remaining.min(input.len());
-        let chunk = &mut input[..n];
-        self.unmask(chunk);
-        let fits = self.control.extend(chunk);
-        debug_assert!(fits, "control payloads are checked to be at most 125 bytes");
-        if remaining > n {
-            self.state = State::Control {
-                remaining: remaining - n,
-            };
-            return Ok((n, None));
-        }
+        let want = usize::from(remaining);
+        let payload = if stashed == 0 && input.len() >= want {
+            // The whole payload is here (the usual case): unmask it where it lies and
+            // copy it once, into the event.
+            let chunk = &mut input[..want];
+            self.unmask(chunk);
+            ControlPayload::from_slice(chunk)
+        } else {
+            // Cut across reads: collect it in the stash, allocated on first use (and
+            // not before a byte of it is here: a header may end a read).
+            let n = want.min(input.len());
+            if n == 0 {
+                return Ok((0, None));
+            }
+            let chunk = &mut input[..n];
+            self.unmask(chunk);
+            let stash = self.control.get_or_insert_with(Box::default);
+            if stashed == 0 {
+                stash.clear();
+            }
+            let fits = stash.extend(chunk);
+            debug_assert!(fits, "control payloads are checked to be at most 125 bytes");
+            if want > n {
+                // Both are at most 125 (`n` < `want` ≤ `remaining`): the casts are lossless.
+                self.state = State::Control {
+                    remaining: (want - n) as u8,
+                    stashed: stashed + n as u8,
+                };
+                return Ok((n, None));
+            }
+            Some(**stash)
+        };
+        // At most 125 bytes were checked in `start_frame`, so the payload always fits.
+        let payload = payload.unwrap_or_default();
         self.state = State::Header { filled: 0 };
-        let payload = self.control;
         let event = match self.frame.opcode {
             OpCode::Ping => Event::Ping(payload),
             OpCode::Pong => Event::Pong(payload),
             _ => Event::Close(CloseFrame::parse(payload.as_slice())?),
         };
-        Ok((n, Some(event)))
+        Ok((want, Some(event)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked frame from a client: FIN, `opcode`, `payload` masked with a fixed key.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        assert!(payload.len() <= 125);
+        let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    /// Decodes `bytes` fed as `bytes[..cut]` then `bytes[cut..]`; returns the pings.
+    fn pings(decoder: &mut Decoder, bytes: &[u8], cut: usize) -> Vec<Vec<u8>> {
+        let mut bytes = bytes.to_vec();
+        let (first, second) = bytes.split_at_mut(cut);
+        let mut seen = Vec::new();
+        for piece in [first, second] {
+            let mut pos = 0;
+            loop {
+                let (n, event) = decoder.decode(&mut piece[pos..]).unwrap();
+                pos += n;
+                match event {
+                    None => break,
+                    Some(Event::Ping(p)) => seen.push(p.as_slice().to_vec()),
+                    Some(_) => {}
+                }
+            }
+            assert_eq!(pos, piece.len());
+        }
+        seen
+    }
+
+    #[test]
+    fn a_control_payload_is_the_same_wherever_it_is_cut() {
+        let payload: Vec<u8> = (0..125).collect();
+        let mut two = client_frame(0x9, &payload);
+        two.extend(client_frame(0x9, b"second"));
+        for cut in 0..=two.len() {
+            let mut decoder = Decoder::new(Role::Server, Limits::default());
+            let seen = pings(&mut decoder, &two, cut);
+            assert_eq!(seen, [payload.clone(), b"second".to_vec()], "cut at {cut}");
+            // The stash exists only if the cut fell inside a payload.
+            // The first payload is bytes 6..131, the second 137..143.
+            let in_first_payload = (7..131).contains(&cut);
+            let in_second_payload = (138..143).contains(&cut);
+            assert_eq!(
+                decoder.control.is_some(),
+                in_first_payload || in_second_payload,
+                "cut at {cut}"
+            );
+            assert!(decoder.is_between_frames());
+        }
+    }
+
+    #[test]
+    fn the_stash_is_reused_and_starts_empty_for_each_frame() {
+        let mut decoder = Decoder::new(Role::Server, Limits::default());
+        let long = client_frame(0x9, &[b'x'; 100]);
+        assert_eq!(pings(&mut decoder, &long, 50), [vec![b'x'; 100]]);
+        let short = client_frame(0x9, b"abc");
+        // Whole: taken from the input, the stale stash is not read.
+        assert_eq!(pings(&mut decoder, &short, short.len()), [b"abc".to_vec()]);
+        // Split: collected in the same stash, cleared first.
+        assert_eq!(pings(&mut decoder, &short, 7), [b"abc".to_vec()]);
+    }
+
+    #[test]
+    fn a_decoder_is_small() {
+        // Every reactor connection holds one (ARCHITECTURE.md §13).
+        assert_eq!(std::mem::size_of::<Decoder>(), 80);
     }
 }

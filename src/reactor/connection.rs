@@ -1,12 +1,12 @@
 //! One client connection: its socket, where it is in its life, and its buffers.
 
+use super::timers::Tick;
 use super::write_queue::WriteQueue;
 use crate::app::ConnId;
 use crate::protocol::encoder::{control_header, Fragmenter};
 use crate::protocol::{CloseCode, CloseFrame, Decoder, MessageKind, OpCode};
 use mio::net::TcpStream;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::fmt;
 
 /// Where a connection is in its life (RFC 6455 §4 and §7).
 ///
@@ -18,10 +18,12 @@ use std::time::Instant;
 #[derive(Debug)]
 pub enum Phase {
     /// Reading the HTTP request head. `head` holds a head cut across reads (it stays
-    /// empty, and unallocated, when a head arrives in one read).
+    /// `None`, and unallocated, when a head arrives in one read). Boxed, so that the
+    /// phase takes 16 bytes rather than the 24 of a `Vec` in every connection.
     Handshaking {
         /// The partial request head.
-        head: Vec<u8>,
+        #[allow(clippy::box_collection)]
+        head: Option<Box<Vec<u8>>>,
     },
     /// Upgraded: frames flow both ways.
     Open {
@@ -45,14 +47,18 @@ pub enum Phase {
 }
 
 /// The state of one connection, owned by the reactor's slab.
+///
+/// Every connection pays for this struct however idle it is, so it is kept small
+/// (ARCHITECTURE.md §13): no peer address (the log asks the socket for it, see
+/// [`Connection::peer`]), times as 32-bit [`Tick`]s, and a decoder without an inline
+/// control payload.
 #[derive(Debug)]
 pub struct Connection {
-    /// Slot and serial of this connection.
-    pub id: ConnId,
+    /// The serial number of this connection (its [`ConnId`] is its slab slot and this;
+    /// the slot is where it is kept, see [`Connection::id`]).
+    pub serial: u64,
     /// The socket, registered edge-triggered for reads and writes.
     pub socket: TcpStream,
-    /// The peer's address, for logs.
-    pub peer: SocketAddr,
     /// Where the connection is in its life.
     pub phase: Phase,
     /// Incoming frames (used once the connection is open).
@@ -66,13 +72,66 @@ pub struct Connection {
     /// The handler has seen `on_open` and not yet `on_close`.
     pub app_open: bool,
     /// When the peer last showed life, for keepalive: bytes arrived from it, or, while
-    /// reading was paused by back-pressure, it took some of our output.
-    pub last_read: Instant,
+    /// reading was paused by back-pressure, it took some of our output (rounded up to
+    /// the next tick, so that keepalive never pings early).
+    pub last_read: Tick,
     /// The one timer that matters now for this connection, if any (see `timers`).
-    pub deadline: Option<Instant>,
+    pub deadline: Option<Tick>,
+}
+
+/// A connection as the log names it: `#SERIAL` (see [`Connection::name`] and
+/// [`Connection::peer`]).
+pub struct LogName<'a> {
+    serial: u64,
+    socket: Option<&'a TcpStream>,
+}
+
+impl fmt::Display for LogName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.serial)?;
+        // Only looked up when the line is written: log arguments are not evaluated
+        // below the enabled level.
+        match self.socket.map(TcpStream::peer_addr) {
+            Some(Ok(addr)) => write!(f, " {addr}"),
+            Some(Err(_)) | None => Ok(()),
+        }
+    }
 }
 
 impl Connection {
+    /// The id of this connection, kept in slab slot `slot`.
+    pub fn id(&self, slot: usize) -> ConnId {
+        ConnId {
+            slot,
+            serial: self.serial,
+        }
+    }
+
+    /// Whether this connection, found in slot `id.slot`, is `id` (and not a later
+    /// connection that took over the slot).
+    pub fn is(&self, id: ConnId) -> bool {
+        self.serial == id.serial
+    }
+
+    /// The connection's name in the log: `#SERIAL`, its serial number (unique within
+    /// the run, as [`ConnId::serial`]).
+    pub fn name(&self) -> LogName<'_> {
+        LogName {
+            serial: self.serial,
+            socket: None,
+        }
+    }
+
+    /// The name and the peer's address, `#SERIAL ADDR`, for the lines that open and
+    /// close a connection. The address is asked of the socket (`getpeername`) only if
+    /// the line is logged; a socket the peer has reset has none (`#SERIAL` alone).
+    pub fn peer(&self) -> LogName<'_> {
+        LogName {
+            serial: self.serial,
+            socket: Some(&self.socket),
+        }
+    }
+
     /// Whether reading should go on: not while paused by back-pressure, and not after
     /// the peer's FIN (there is nothing more to read).
     pub fn wants_read(&self) -> bool {
@@ -116,5 +175,27 @@ impl Connection {
             let frame = CloseFrame::new(code, reason);
             self.queue_control(OpCode::Close, frame.payload());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// ARCHITECTURE.md §13: every connection pays for this struct, idle or not. (With
+    /// debug assertions, as in the tests, mio's `TcpStream` carries an 8-byte selector
+    /// id besides its descriptor.)
+    #[test]
+    fn a_connection_stays_small() {
+        let limit = if cfg!(debug_assertions) { 200 } else { 192 };
+        assert!(
+            size_of::<Connection>() <= limit,
+            "{}",
+            size_of::<Connection>()
+        );
+        assert_eq!(size_of::<Phase>(), 16);
+        assert_eq!(size_of::<WriteQueue>(), 48);
+        assert_eq!(size_of::<Decoder>(), 80);
     }
 }

@@ -42,7 +42,7 @@ use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timers::Timers;
+use timers::{after_ticks, is_before, Clock, Tick, Timers};
 
 /// The listening socket's token; connection tokens are their slab slots.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -59,6 +59,8 @@ struct Shared {
     config: Config,
     conns: Slab<Connection>,
     timers: Timers,
+    /// Turns `Instant`s into the ticks that connections and timers keep.
+    clock: Clock,
     /// Connections with newly queued output, flushed after each batch of events.
     touched: Vec<ConnId>,
     /// Connections to read again without waiting for an event: edge-triggered
@@ -96,7 +98,7 @@ impl Ctx<'_> {
         end_of_message: bool,
     ) -> bool {
         match self.shared.conns.get_mut(conn.slot) {
-            Some(c) if c.id == conn && c.is_open() => {
+            Some(c) if c.is(conn) && c.is_open() => {
                 c.queue_data(kind, data, end_of_message);
                 if end_of_message {
                     self.shared.counters.message_out();
@@ -115,7 +117,7 @@ impl Ctx<'_> {
         self.shared
             .conns
             .get(conn.slot)
-            .filter(|c| c.id == conn)
+            .filter(|c| c.is(conn))
             .map(|c| c.queue.len())
     }
 
@@ -124,7 +126,7 @@ impl Ctx<'_> {
     /// handler's `on_close` for `conn` follows once the current handler call returns.
     pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
         match self.shared.conns.get_mut(conn.slot) {
-            Some(c) if c.id == conn && c.is_open() => {
+            Some(c) if c.is(conn) && c.is_open() => {
                 c.queue_close(code, reason);
                 c.phase = Phase::CloseSent;
                 if c.app_open {
@@ -133,7 +135,10 @@ impl Ctx<'_> {
                     let frame = CloseFrame::new(code, reason);
                     self.shared.app_closes.push((conn, frame));
                 }
-                let at = self.now + self.shared.config.close_timeout();
+                let at = self
+                    .shared
+                    .clock
+                    .deadline(self.now, self.shared.config.close_timeout());
                 self.shared.set_deadline(conn.slot, at);
                 self.shared.touched.push(conn);
                 true
@@ -144,10 +149,11 @@ impl Ctx<'_> {
 }
 
 impl Shared {
-    fn set_deadline(&mut self, slot: usize, at: Instant) {
-        if let Some(conn) = self.conns.get_mut(slot) {
+    fn set_deadline(&mut self, slot: usize, at: Tick) {
+        // Slots fit in 32 bits: `add_connection` refuses any other.
+        if let (Some(conn), Ok(slot)) = (self.conns.get_mut(slot), u32::try_from(slot)) {
             conn.deadline = Some(at);
-            self.timers.schedule(at, conn.id);
+            self.timers.schedule(at, slot);
         }
     }
 
@@ -177,14 +183,14 @@ impl Shared {
                     // ping included) prove nothing.
                     if written > 0 && was_blocked {
                         if let Phase::Open { ping_outstanding } = &mut conn.phase {
-                            conn.last_read = Instant::now();
+                            conn.last_read = self.clock.tick_ceil(Instant::now());
                             *ping_outstanding = false;
                         }
                     }
                 }
                 Err(e) => {
-                    debug!("{} write failed: {e}", conn.peer);
-                    self.broken.push(conn.id);
+                    debug!("{} write failed: {e}", conn.peer());
+                    self.broken.push(conn.id(slot));
                     return;
                 }
             }
@@ -210,19 +216,19 @@ impl Shared {
         }
         let queued = conn.queue.len();
         if !conn.paused && queued > self.config.write_high_watermark {
-            trace!("{} paused: {queued} bytes queued", conn.peer);
+            trace!("{} paused: {queued} bytes queued", conn.name());
             conn.paused = true;
         } else if conn.paused && queued <= self.config.write_low_watermark {
-            trace!("{} resumed: {queued} bytes queued", conn.peer);
+            trace!("{} resumed: {queued} bytes queued", conn.name());
             conn.paused = false;
-            self.ready.push(conn.id);
+            self.ready.push(conn.id(slot));
         }
     }
 
     fn flush_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         for id in touched.drain(..) {
-            if self.conns.get(id.slot).is_some_and(|c| c.id == id) {
+            if self.conns.get(id.slot).is_some_and(|c| c.is(id)) {
                 self.flush(id.slot, false);
             }
         }
@@ -239,8 +245,9 @@ impl Shared {
             write_shut: false,
             peer_closed: false,
         };
-        let id = conn.id;
-        self.set_deadline(slot, now + self.config.close_timeout());
+        let id = conn.id(slot);
+        let at = self.clock.deadline(now, self.config.close_timeout());
+        self.set_deadline(slot, at);
         self.touched.push(id);
     }
 
@@ -254,7 +261,7 @@ impl Shared {
                 // Not reached: callers tell the handler (and count the close) first.
                 self.counters.closed(CloseCode::ABNORMAL);
             }
-            trace!("{} removed", conn.peer);
+            trace!("{} removed", conn.name());
         }
     }
 }
@@ -322,6 +329,7 @@ impl<H: Handler> Server<H> {
                 config,
                 conns: Slab::new(),
                 timers: Timers::default(),
+                clock: Clock::new(Instant::now()),
                 touched: Vec::new(),
                 ready: Vec::new(),
                 counters: metrics.worker(worker),
@@ -412,7 +420,7 @@ impl<H: Handler> Server<H> {
                 }
             }
             for id in std::mem::take(&mut self.shared.ready) {
-                if self.shared.conns.get(id.slot).is_some_and(|c| c.id == id) {
+                if self.shared.conns.get(id.slot).is_some_and(|c| c.is(id)) {
                     self.read_until_blocked(id.slot, now);
                 }
             }
@@ -441,7 +449,10 @@ impl<H: Handler> Server<H> {
             return Some(Duration::ZERO);
         }
         [
-            self.shared.timers.next_timeout(now),
+            self.shared
+                .timers
+                .next()
+                .map(|at| self.shared.clock.until(now, at)),
             self.accept_paused_until
                 .map(|at| at.saturating_duration_since(now)),
             self.shutdown_deadline
@@ -516,6 +527,12 @@ impl<H: Handler> Server<H> {
         let _ = socket.set_nodelay(true);
         let entry = self.shared.conns.vacant_entry();
         let slot = entry.key();
+        if u32::try_from(slot).is_err() {
+            // Timer entries keep 32-bit slots; 4 billion connections in one worker
+            // cannot happen (the kernel caps descriptors far below).
+            warn!("{peer} refused: {slot} slots in use");
+            return;
+        }
         if let Err(e) = self.poll.registry().register(
             &mut socket,
             Token(slot),
@@ -525,30 +542,29 @@ impl<H: Handler> Server<H> {
             return;
         }
         self.next_serial += 1;
-        let id = ConnId {
-            slot,
-            serial: self.next_serial,
-        };
+        let serial = self.next_serial;
         let limits = Limits {
             max_frame_size: self.shared.config.max_frame_size,
             max_message_size: self.handler.max_message_size().unwrap_or(MAX_PAYLOAD_LEN),
         };
         entry.insert(Connection {
-            id,
+            serial,
             socket,
-            peer,
-            phase: Phase::Handshaking { head: Vec::new() },
+            phase: Phase::Handshaking { head: None },
             decoder: Decoder::new(Role::Server, limits),
             fragmenter: Fragmenter::new(self.shared.config.max_frame_out),
             queue: Default::default(),
             paused: false,
             app_open: false,
-            last_read: now,
+            last_read: self.shared.clock.tick_ceil(now),
             deadline: None,
         });
         self.shared.counters.accepted();
-        trace!("{peer} accepted (slot {slot})");
-        let at = now + self.shared.config.handshake_timeout();
+        trace!("#{serial} {peer} accepted (slot {slot})");
+        let at = self
+            .shared
+            .clock
+            .deadline(now, self.shared.config.handshake_timeout());
         self.shared.set_deadline(slot, at);
         // The client may have sent its request already; edge-triggered readiness for
         // it may come with the registration or not, so read now.
@@ -556,6 +572,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn read_until_blocked(&mut self, slot: usize, now: Instant) {
+        let now_tick = self.shared.clock.tick_ceil(now);
         for _ in 0..MAX_READS_PER_TURN {
             let Some(conn) = self.shared.conns.get_mut(slot) else {
                 return;
@@ -572,13 +589,13 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    debug!("{} read failed: {e}", conn.peer);
+                    debug!("{} read failed: {e}", conn.peer());
                     self.close_abnormally(slot, now);
                     return;
                 }
             };
             self.shared.counters.bytes_in(n);
-            conn.last_read = now;
+            conn.last_read = now_tick;
             if let Phase::Open { ping_outstanding } = &mut conn.phase {
                 *ping_outstanding = false;
             }
@@ -597,7 +614,7 @@ impl<H: Handler> Server<H> {
         }
         // The socket may hold more: come back next turn rather than starve the others.
         if let Some(conn) = self.shared.conns.get(slot) {
-            self.shared.ready.push(conn.id);
+            self.shared.ready.push(conn.id(slot));
         }
     }
 
@@ -607,7 +624,10 @@ impl<H: Handler> Server<H> {
         };
         match conn.phase {
             Phase::Open { .. } | Phase::CloseSent => {
-                debug!("{} dropped the connection without a close frame", conn.peer);
+                debug!(
+                    "{} dropped the connection without a close frame",
+                    conn.name()
+                );
                 self.close_abnormally(slot, Instant::now());
             }
             Phase::Draining { .. } if !conn.queue.is_empty() => {
@@ -641,7 +661,7 @@ impl<H: Handler> Server<H> {
                 return;
             }
             for id in broken {
-                if self.shared.conns.get(id.slot).is_some_and(|c| c.id == id) {
+                if self.shared.conns.get(id.slot).is_some_and(|c| c.is(id)) {
                     self.close_abnormally(id.slot, now);
                 }
             }
@@ -663,17 +683,22 @@ impl<H: Handler> Server<H> {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        while let Some((at, id)) = self.shared.timers.pop_due(now) {
-            let Some(conn) = self.shared.conns.get_mut(id.slot) else {
+        let now_tick = self.shared.clock.tick_floor(now);
+        while let Some((at, slot)) = self.shared.timers.pop_due(now_tick) {
+            let Some(conn) = self.shared.conns.get_mut(slot as usize) else {
                 continue;
             };
-            if conn.id != id || conn.deadline != Some(at) {
-                continue; // superseded, or the slot belongs to another connection now
+            // An entry for a deadline that was superseded, or that a former connection
+            // of this slot set, is skipped; one whose tick is the slot's deadline now
+            // is acted on, whoever pushed it (see `Timers`).
+            if conn.deadline != Some(at) {
+                continue;
             }
             conn.deadline = None;
+            let id = conn.id(slot as usize);
             match conn.phase {
                 Phase::Handshaking { .. } => {
-                    debug!("{} handshake timed out", conn.peer);
+                    debug!("{} handshake timed out", conn.peer());
                     self.shared.counters.handshake_timed_out();
                     self.shared.remove(id.slot);
                 }
@@ -681,24 +706,28 @@ impl<H: Handler> Server<H> {
                     let Some(idle) = self.shared.config.idle_timeout() else {
                         continue;
                     };
-                    let quiet_until = conn.last_read + idle;
-                    if now < quiet_until {
+                    let quiet_until = after_ticks(conn.last_read, idle);
+                    if is_before(now_tick, quiet_until) {
                         self.shared.set_deadline(id.slot, quiet_until);
                     } else if !ping_outstanding {
-                        trace!("{} idle: ping", conn.peer);
+                        trace!("{} idle: ping", conn.name());
                         conn.queue_control(OpCode::Ping, b"keepalive");
                         conn.phase = Phase::Open {
                             ping_outstanding: true,
                         };
                         self.shared.touched.push(id);
-                        self.shared.set_deadline(id.slot, now + idle);
+                        let at = self.shared.clock.deadline(now, idle);
+                        self.shared.set_deadline(id.slot, at);
                     } else {
-                        debug!("{} sent nothing after a keepalive ping: dropped", conn.peer);
+                        debug!(
+                            "{} sent nothing after a keepalive ping: dropped",
+                            conn.peer()
+                        );
                         self.close_abnormally(id.slot, now);
                     }
                 }
                 Phase::CloseSent | Phase::Draining { .. } => {
-                    debug!("{} close timed out", conn.peer);
+                    debug!("{} close timed out", conn.peer());
                     self.close_abnormally(id.slot, now);
                 }
             }
@@ -738,7 +767,7 @@ impl<H: Handler> Server<H> {
             match conn.phase {
                 Phase::Handshaking { .. } => self.shared.remove(slot),
                 Phase::Open { .. } => {
-                    let id = conn.id;
+                    let id = conn.id(slot);
                     leave_open(
                         &mut self.handler,
                         &mut self.shared,
@@ -778,8 +807,8 @@ fn leave_open<H: Handler>(
     }
     conn.app_open = false;
     shared.counters.closed(code);
-    let id = conn.id;
-    debug!("{} closed: code {code} reason {reason:?}", conn.peer);
+    let id = conn.id(slot);
+    debug!("{} closed: code {code} reason {reason:?}", conn.peer());
     handler.on_close(&mut Ctx { shared, now }, id, code, reason);
 }
 
@@ -801,27 +830,29 @@ fn on_handshake_input<H: Handler>(
     };
     // A head that arrives in one read is parsed where it lies; only a head cut across
     // reads is copied into the connection's own buffer (bounded by the parser's limit).
-    let mut head = std::mem::take(head);
+    let mut head = head.take().map_or_else(Vec::new, |head| *head);
     let parsed = if head.is_empty() {
         parse_request(input, max_head)
     } else {
         head.extend_from_slice(input);
         parse_request(&head, max_head)
     };
-    let id = conn.id;
+    let id = conn.id(slot);
     shared.touched.push(id);
     let (request, head_len) = match parsed {
         Ok(Parsed::Partial) => {
             if head.is_empty() {
                 head.extend_from_slice(input);
             }
-            conn.phase = Phase::Handshaking { head };
+            conn.phase = Phase::Handshaking {
+                head: Some(Box::new(head)),
+            };
             return;
         }
         Err(error) => {
             debug!(
                 "{} bad handshake: {} ({})",
-                conn.peer,
+                conn.peer(),
                 error.reason(),
                 error.status()
             );
@@ -834,7 +865,7 @@ fn on_handshake_input<H: Handler>(
             request: Request::Plain(request),
             ..
         }) => {
-            debug!("{} {} {}", conn.peer, request.method, request.path);
+            debug!("{} {} {}", conn.peer(), request.method, request.path);
             shared.counters.http_request();
             conn.queue
                 .push_bytes(&http::respond(&request, &shared.metrics));
@@ -850,7 +881,7 @@ fn on_handshake_input<H: Handler>(
     // the same moment on different workers may pass it by up to workers - 1.
     let open = shared.metrics.connections_open();
     if open >= shared.config.max_connections as u64 {
-        debug!("{} refused: {open} connections open", conn.peer);
+        debug!("{} refused: {open} connections open", conn.peer());
         shared.counters.refused();
         let body = b"too many connections\n";
         conn.queue.push_bytes(&http_response(
@@ -877,10 +908,13 @@ fn on_handshake_input<H: Handler>(
     shared.counters.opened();
     debug!(
         "{} open: {} (protocol {:?})",
-        conn.peer, request.path, protocol
+        conn.peer(),
+        request.path,
+        protocol
     );
     if let Some(idle) = shared.config.idle_timeout() {
-        shared.set_deadline(slot, now + idle);
+        let at = shared.clock.deadline(now, idle);
+        shared.set_deadline(slot, at);
     } else if let Some(conn) = shared.conns.get_mut(slot) {
         conn.deadline = None;
     }
@@ -916,7 +950,7 @@ fn on_frames<H: Handler>(
         ) {
             return;
         }
-        let id = conn.id;
+        let id = conn.id(slot);
         let rest = input.get_mut(pos..).unwrap_or_default();
         let (used, event) = match conn.decoder.decode(rest) {
             Ok(progress) => progress,
@@ -930,7 +964,7 @@ fn on_frames<H: Handler>(
         match event {
             Event::FrameStart(h) => trace!(
                 "{} frame fin={} rsv={} opcode={:?} masked={} len={}",
-                conn.peer,
+                conn.name(),
                 u8::from(h.fin),
                 h.rsv,
                 h.opcode,
@@ -1003,7 +1037,7 @@ fn fail<H: Handler>(
     let Some(conn) = shared.conns.get_mut(slot) else {
         return;
     };
-    debug!("{} protocol error: {error}", conn.peer);
+    debug!("{} protocol error: {error}", conn.peer());
     shared.counters.protocol_error(error.close_code());
     if conn.is_open() {
         conn.queue_close(error.close_code(), error.reason());

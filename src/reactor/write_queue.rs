@@ -18,14 +18,26 @@ const MAX_IOV: usize = 64;
 /// rounded up to a block: a growing queue never reallocates or copies what it holds
 /// (a doubling buffer would briefly need three times the queue, and keep twice it).
 /// An empty queue frees its blocks, so an idle connection holds no buffer.
+///
+/// The front block is a field of its own and only the blocks behind it go into a
+/// `VecDeque`, which is boxed: a queue that never held more than one block (a 101
+/// response, an echo of less than 64 KiB) allocates nothing but that block, and the
+/// deque, once used, is freed again as soon as the queue is down to one block. An
+/// empty queue thus holds no heap memory at all, and the struct is 48 bytes.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
-    /// Each block has capacity `BLOCK`; all but the last are full.
-    blocks: VecDeque<Vec<u8>>,
-    /// Bytes of the front block already written.
-    head: usize,
+    /// The block written from; empty and unallocated while the queue is empty. Every
+    /// block has capacity `BLOCK`; all but the last one are full.
+    front: Vec<u8>,
+    /// The blocks after `front`, if there are any. Boxed on purpose: 8 bytes in every
+    /// connection instead of a 32-byte `VecDeque`, for a deque that only queues of
+    /// more than 64 KiB use.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<VecDeque<Vec<u8>>>>,
     /// Bytes waiting: the blocks' lengths minus `head`.
     len: usize,
+    /// Bytes of `front` already written (below `BLOCK`, so 32 bits are enough).
+    head: u32,
     /// The last flush stopped at `WouldBlock` with bytes left: the socket's send
     /// buffer is full, and only a writable event (the peer acknowledged data) can
     /// make room. Writing before that would only fail again.
@@ -45,19 +57,30 @@ impl WriteQueue {
     pub fn push_bytes(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len();
         while !bytes.is_empty() {
-            let block = match self.blocks.back_mut() {
-                Some(block) if block.len() < BLOCK => block,
-                _ => {
-                    self.blocks.push_back(Vec::with_capacity(BLOCK));
-                    match self.blocks.back_mut() {
-                        Some(block) => block,
-                        None => return, // just pushed: unreachable
-                    }
-                }
-            };
+            let block = self.last_with_room();
             let n = (BLOCK - block.len()).min(bytes.len());
             block.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
+        }
+    }
+
+    /// The last block, or a new one behind it if it is full.
+    fn last_with_room(&mut self) -> &mut Vec<u8> {
+        if self.front.capacity() == 0 {
+            // Empty queue: the first block becomes the front.
+            self.front = Vec::with_capacity(BLOCK);
+            return &mut self.front;
+        }
+        if self.more.is_none() && self.front.len() < BLOCK {
+            return &mut self.front;
+        }
+        let more = self.more.get_or_insert_with(Box::default);
+        if more.back().is_none_or(|block| block.len() >= BLOCK) {
+            more.push_back(Vec::with_capacity(BLOCK));
+        }
+        match more.back_mut() {
+            Some(block) => block,
+            None => &mut self.front, // just pushed: unreachable
         }
     }
 
@@ -90,11 +113,13 @@ impl WriteQueue {
         self.blocked = false;
         while self.len > 0 {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, (i, block)) in iov.iter_mut().zip(self.blocks.iter().enumerate()) {
-                let start = if i == 0 { self.head } else { 0 };
-                *slot = IoSlice::new(block.get(start..).unwrap_or_default());
-                count += 1;
+            iov[0] = IoSlice::new(self.front.get(self.head as usize..).unwrap_or_default());
+            let mut count = 1;
+            if let Some(more) = &self.more {
+                for (slot, block) in iov[1..].iter_mut().zip(more.iter()) {
+                    *slot = IoSlice::new(block);
+                    count += 1;
+                }
             }
             match socket.write_vectored(&iov[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -117,24 +142,36 @@ impl WriteQueue {
     /// that has been written out.
     fn consume(&mut self, mut n: usize) {
         self.len -= n.min(self.len);
-        while n > 0 {
-            let Some(front) = self.blocks.front() else {
-                break;
-            };
-            let available = front.len() - self.head;
+        while n > 0 && self.front.capacity() > 0 {
+            let available = self.front.len() - self.head as usize;
             if n < available {
-                self.head += n;
+                // Below `BLOCK`: the cast is lossless.
+                self.head += n as u32;
                 return;
             }
             n -= available;
-            self.blocks.pop_front();
             self.head = 0;
+            let next = self.more.as_mut().and_then(|more| more.pop_front());
+            self.front = next.unwrap_or_default();
+            if self.more.as_ref().is_some_and(|more| more.is_empty()) {
+                self.more = None;
+            }
         }
         if self.len == 0 {
             // A partly filled last block that was written out entirely goes too.
-            self.blocks.clear();
+            self.front = Vec::new();
+            self.more = None;
             self.head = 0;
         }
+    }
+
+    /// The blocks the queue holds, front first.
+    #[cfg(test)]
+    fn blocks(&self) -> impl Iterator<Item = &Vec<u8>> {
+        let front = (self.front.capacity() > 0).then_some(&self.front);
+        front
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
     }
 }
 
@@ -214,8 +251,8 @@ mod tests {
             queue.push_bytes(piece);
         }
         assert_eq!(queue.len(), data.len());
-        assert_eq!(queue.blocks.len(), 6, "full blocks, no reallocation");
-        assert!(queue.blocks.iter().all(|b| b.capacity() == BLOCK));
+        assert_eq!(queue.blocks().count(), 6, "full blocks, no reallocation");
+        assert!(queue.blocks().all(|b| b.capacity() == BLOCK));
         let mut socket = Trickle {
             taken: Vec::new(),
             per_write: 3 * BLOCK / 2,
@@ -223,10 +260,11 @@ mod tests {
         };
         queue.flush_until_blocked(&mut socket).unwrap();
         assert_eq!(queue.len(), data.len() - (2 * BLOCK + 5));
-        assert_eq!(queue.blocks.len(), 4, "written blocks are freed");
+        assert_eq!(queue.blocks().count(), 4, "written blocks are freed");
         socket.budget = usize::MAX;
         queue.flush_until_blocked(&mut socket).unwrap();
         assert_eq!(socket.taken, data);
-        assert!(queue.blocks.is_empty() && queue.is_empty());
+        assert!(queue.blocks().next().is_none() && queue.is_empty());
+        assert!(queue.more.is_none() && queue.front.capacity() == 0);
     }
 }
