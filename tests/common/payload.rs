@@ -73,3 +73,76 @@ pub fn patterned_text(len: usize) -> String {
     assert_eq!(text.len(), len);
     text
 }
+
+/// A 64-bit checksum of a byte stream, independent of how the stream is cut into
+/// pieces: a multiply-rotate round per 8-byte word, the length mixed in at the end.
+#[derive(Clone, Debug)]
+pub struct Checksum {
+    state: u64,
+    len: u64,
+    pending: [u8; 8],
+    pending_len: usize,
+}
+
+const P1: u64 = 0x9E37_79B1_85EB_CA87;
+const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+const P3: u64 = 0x1656_67B1_9E37_79F9;
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Checksum {
+            state: P3,
+            len: 0,
+            pending: [0; 8],
+            pending_len: 0,
+        }
+    }
+}
+
+impl Checksum {
+    fn round(&mut self, w: u64) {
+        self.state = (self.state ^ w.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1);
+    }
+
+    /// Adds the next bytes of the stream.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.pending_len > 0 {
+            let take = (8 - self.pending_len).min(bytes.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
+            self.pending_len += take;
+            bytes = &bytes[take..];
+            if self.pending_len < 8 {
+                return;
+            }
+            self.round(u64::from_le_bytes(self.pending));
+            self.pending_len = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.round(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
+    }
+
+    /// The checksum of everything added, and a fresh state for the next stream.
+    pub fn finish(&mut self) -> u64 {
+        if self.pending_len > 0 {
+            self.pending[self.pending_len..].fill(0);
+            self.round(u64::from_le_bytes(self.pending));
+        }
+        let mut h = self.state ^ self.len.wrapping_mul(P3);
+        h ^= h >> 33;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 29;
+        h = h.wrapping_mul(P1);
+        *self = Checksum::default();
+        h ^ (h >> 32)
+    }
+}

@@ -26,7 +26,8 @@
 //! byte of its echo.
 
 use crate::cli::Target;
-use crate::gen::{fill_message, Checksum, XorShift};
+use crate::gen::{fill_message, XorShift};
+use crate::payload::Checksum;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hdrhistogram::Histogram;
