@@ -97,22 +97,8 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
-    pub fn terminate(mut self, within: Duration) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn terminate(self, within: Duration) -> ExitStatus {
+        self.stop_with(libc::SIGTERM, within)
     }
 }
 
