@@ -71,6 +71,9 @@ pub struct Connection {
     pub paused: bool,
     /// The handler has seen `on_open` and not yet `on_close`.
     pub app_open: bool,
+    /// Output was queued since the last flush, and the connection is listed in
+    /// `Shared::touched` (once, however many frames a batch queues).
+    pub touched: bool,
     /// When the peer last showed life, for keepalive: bytes arrived from it, or, while
     /// reading was paused by back-pressure, it took some of our output (rounded up to
     /// the next tick, so that keepalive never pings early).
@@ -143,6 +146,12 @@ impl Connection {
                     ..
                 }
             )
+    }
+
+    /// Notes that output was queued; true the first time since the last flush, when
+    /// the caller must list the connection for flushing.
+    pub fn mark_touched(&mut self) -> bool {
+        !std::mem::replace(&mut self.touched, true)
     }
 
     /// Whether the connection is upgraded and may still send data frames.

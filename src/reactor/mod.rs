@@ -103,7 +103,7 @@ impl Ctx<'_> {
                 if end_of_message {
                     self.shared.counters.message_out();
                 }
-                self.shared.touched.push(conn);
+                self.shared.touch(conn.slot);
                 true
             }
             _ => false,
@@ -140,7 +140,7 @@ impl Ctx<'_> {
                     .clock
                     .deadline(self.now, self.shared.config.close_timeout());
                 self.shared.set_deadline(conn.slot, at);
-                self.shared.touched.push(conn);
+                self.shared.touch(conn.slot);
                 true
             }
             _ => false,
@@ -228,7 +228,8 @@ impl Shared {
     fn flush_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         for id in touched.drain(..) {
-            if self.conns.get(id.slot).is_some_and(|c| c.is(id)) {
+            if let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.is(id)) {
+                conn.touched = false;
                 self.flush(id.slot, false);
             }
         }
@@ -245,10 +246,18 @@ impl Shared {
             write_shut: false,
             peer_closed: false,
         };
-        let id = conn.id(slot);
         let at = self.clock.deadline(now, self.config.close_timeout());
         self.set_deadline(slot, at);
-        self.touched.push(id);
+        self.touch(slot);
+    }
+
+    /// Lists `slot` for the next `flush_touched`, once however often output is queued.
+    fn touch(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if conn.mark_touched() {
+                self.touched.push(conn.id(slot));
+            }
+        }
     }
 
     /// Drops the connection at once: its socket is closed (which also removes it from
@@ -556,6 +565,7 @@ impl<H: Handler> Server<H> {
             queue: Default::default(),
             paused: false,
             app_open: false,
+            touched: false,
             last_read: self.shared.clock.tick_ceil(now),
             deadline: None,
         });
@@ -715,7 +725,7 @@ impl<H: Handler> Server<H> {
                         conn.phase = Phase::Open {
                             ping_outstanding: true,
                         };
-                        self.shared.touched.push(id);
+                        self.shared.touch(id.slot);
                         let at = self.shared.clock.deadline(now, idle);
                         self.shared.set_deadline(id.slot, at);
                     } else {
@@ -838,7 +848,9 @@ fn on_handshake_input<H: Handler>(
         parse_request(&head, max_head)
     };
     let id = conn.id(slot);
-    shared.touched.push(id);
+    if conn.mark_touched() {
+        shared.touched.push(id);
+    }
     let (request, head_len) = match parsed {
         Ok(Parsed::Partial) => {
             if head.is_empty() {
@@ -989,7 +1001,7 @@ fn on_frames<H: Handler>(
                 // goes behind the frames already queued, ahead of the rest of the echo.
                 if conn.is_open() {
                     conn.queue_control(OpCode::Pong, payload.as_slice());
-                    shared.touched.push(id);
+                    shared.touch(slot);
                 }
             }
             Event::Pong(_) => {} // unsolicited or keepalive: any input resets the idle timer
