@@ -759,12 +759,11 @@ fn a_message_over_max_message_size_gets_1009_without_being_allocated() {
         let hwm = kib(&server, "VmHWM");
         eprintln!("{name}: close 1009 {reason:?}, server VmHWM {hwm_before} -> {hwm} KiB");
         // Up to the limit may be buffered before the frame that goes over it; the
-        // excess, let alone the declared size, never is.
-        assert!(
-            hwm - hwm_before < 2 * 1024,
-            "{name}: server peak grew by {} KiB",
-            hwm - hwm_before
-        );
+        // excess, let alone the declared size, never is. `VmHWM` as read can come out
+        // a few pages below an earlier reading (the kernel's RSS counters are per-CPU
+        // approximations, and the peak is only refreshed lazily): no growth then.
+        let grew = hwm.saturating_sub(hwm_before);
+        assert!(grew < 2 * 1024, "{name}: server peak grew by {grew} KiB");
     }
 }
 

@@ -1,12 +1,13 @@
 //! One client connection: its socket, where it is in its life, and its buffers.
 
 use super::timers::Tick;
-use super::write_queue::WriteQueue;
+use super::write_queue::{WriteQueue, DIRECT_WRITE_MIN};
 use crate::app::ConnId;
 use crate::protocol::encoder::{control_header, Fragmenter};
 use crate::protocol::{CloseCode, CloseFrame, Decoder, MessageKind, OpCode};
 use mio::net::TcpStream;
 use std::fmt;
+use std::io;
 
 /// Where a connection is in its life (RFC 6455 §4 and §7).
 ///
@@ -159,13 +160,49 @@ impl Connection {
         matches!(self.phase, Phase::Open { .. })
     }
 
-    /// Queues a data message part as frames (see [`Fragmenter::frames`]).
-    pub fn queue_data(&mut self, kind: MessageKind, data: &[u8], end_of_message: bool) {
-        let queue = &mut self.queue;
+    /// Sends a data message part as frames (see [`Fragmenter::frames`]): large frames
+    /// are written straight from `data` while nothing is queued, the rest is queued
+    /// (see [`WriteQueue::push_frame_or_write`]). Returns the bytes written now; after
+    /// a write error nothing more is written, and the connection must be dropped.
+    pub fn send_data(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        end_of_message: bool,
+    ) -> io::Result<usize> {
+        if data.len() < DIRECT_WRITE_MIN {
+            // No frame of this part can be written directly: queue them all, on the
+            // path small echoes take (kept free of the direct write's code).
+            let queue = &mut self.queue;
+            self.fragmenter
+                .frames(kind, data, end_of_message, |header, payload| {
+                    queue.push_frame(&header, payload)
+                });
+            return Ok(0);
+        }
+        self.write_data(kind, data, end_of_message)
+    }
+
+    /// [`Connection::send_data`] for a part large enough to be written directly.
+    #[inline(never)]
+    fn write_data(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        end_of_message: bool,
+    ) -> io::Result<usize> {
+        let (queue, socket) = (&mut self.queue, &mut self.socket);
+        let mut result = Ok(0);
         self.fragmenter
             .frames(kind, data, end_of_message, |header, payload| {
-                queue.push_frame(&header, payload)
+                if let Ok(written) = &mut result {
+                    match queue.push_frame_or_write(socket, &header, payload) {
+                        Ok(n) => *written += n,
+                        Err(e) => result = Err(e),
+                    }
+                }
             });
+        result
     }
 
     /// Queues a control frame (ping, pong or close).

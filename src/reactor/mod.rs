@@ -90,6 +90,7 @@ impl Ctx<'_> {
     /// at most `--max-frame-out` bytes); `end_of_message` finishes the message. Returns
     /// false if `conn` is gone or closing. A message must be finished before another
     /// is started on the same connection (RFC 6455 §5.4).
+    #[inline]
     pub fn send(
         &mut self,
         conn: ConnId,
@@ -99,7 +100,11 @@ impl Ctx<'_> {
     ) -> bool {
         match self.shared.conns.get_mut(conn.slot) {
             Some(c) if c.is(conn) && c.is_open() => {
-                c.queue_data(kind, data, end_of_message);
+                match c.send_data(kind, data, end_of_message) {
+                    Ok(0) => {}
+                    Ok(written) => self.shared.counters.bytes_out(written),
+                    Err(e) => self.shared.write_failed(conn, e),
+                }
                 if end_of_message {
                     self.shared.counters.message_out();
                 }
@@ -223,6 +228,16 @@ impl Shared {
             conn.paused = false;
             self.ready.push(conn.id(slot));
         }
+    }
+
+    /// A direct write of [`Ctx::send`] failed: as in [`Shared::flush`], the connection
+    /// is dropped once the batch is done.
+    #[cold]
+    fn write_failed(&mut self, id: ConnId, e: io::Error) {
+        if let Some(conn) = self.conns.get(id.slot) {
+            debug!("{} write failed: {e}", conn.peer());
+        }
+        self.broken.push(id);
     }
 
     fn flush_touched(&mut self) {

@@ -9,6 +9,13 @@ const BLOCK: usize = 64 * 1024;
 /// Most blocks handed to one `writev` (Linux allows 1024 iovecs; 64 blocks is 4 MiB,
 /// more than a socket takes at once).
 const MAX_IOV: usize = 64;
+/// Smallest payload that [`WriteQueue::push_frame_or_write`] writes straight from the
+/// caller's slice. Below it frames are copied into the queue even when it is empty:
+/// small frames (an echo batch of 16 × 32 B) must keep being gathered into one
+/// `writev` per read, where a syscall per frame would cost far more than the copy.
+/// From a few KiB up the copy (and the blocks it allocates) is the larger cost, and
+/// such a frame is worth a syscall of its own.
+pub const DIRECT_WRITE_MIN: usize = 4 * 1024;
 
 /// A queue of encoded frames waiting for the socket, in fixed 64 KiB blocks.
 ///
@@ -51,6 +58,67 @@ impl WriteQueue {
         let len = header.encode(&mut head);
         self.push_bytes(&head[..len]);
         self.push_bytes(payload);
+    }
+
+    /// Sends one frame, writing it straight from `payload` when that is safe and worth
+    /// it: the payload has at least [`DIRECT_WRITE_MIN`] bytes, nothing is queued
+    /// (frames leave in order) and the socket is not known to be full. Header and
+    /// payload go in one vectored write, repeated while the socket takes bytes; what it
+    /// does not take (the rest of the header, the rest of the payload) is queued and
+    /// the queue is marked blocked, as [`WriteQueue::flush_until_blocked`] would leave
+    /// it. Otherwise the frame is queued whole, as by [`WriteQueue::push_frame`].
+    ///
+    /// Returns the bytes written now. Errors are those of `flush_until_blocked`
+    /// (`WouldBlock` is not one); after an error the frame's rest is not queued, and
+    /// the caller must drop the connection.
+    #[inline]
+    pub fn push_frame_or_write(
+        &mut self,
+        socket: &mut impl Write,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        if payload.len() < DIRECT_WRITE_MIN || self.len > 0 || self.blocked {
+            self.push_frame(header, payload);
+            return Ok(0);
+        }
+        self.write_frame(socket, header, payload)
+    }
+
+    /// The direct write of [`WriteQueue::push_frame_or_write`], out of line so that the
+    /// small-frame path stays as short as `push_frame` alone.
+    #[inline(never)]
+    fn write_frame(
+        &mut self,
+        socket: &mut impl Write,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        let (mut head, mut payload) = (&head[..head_len], payload);
+        let mut written = 0;
+        while !head.is_empty() || !payload.is_empty() {
+            let iov = [IoSlice::new(head), IoSlice::new(payload)];
+            match socket.write_vectored(&iov) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    let from_head = n.min(head.len());
+                    head = &head[from_head..];
+                    payload = &payload[(n - from_head).min(payload.len())..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.push_bytes(head);
+                    self.push_bytes(payload);
+                    self.blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
     }
 
     /// Appends raw bytes (an HTTP response during the handshake, or a frame's parts).
@@ -200,12 +268,14 @@ mod tests {
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             let mut total = 0;
             for buf in bufs {
-                match self.write(buf) {
-                    Ok(n) => total += n,
+                let n = match self.write(buf) {
+                    Ok(n) => n,
                     Err(e) if total == 0 => return Err(e),
                     Err(_) => break,
-                }
-                if total == 0 || self.budget == 0 {
+                };
+                total += n;
+                // A short write ends the call, as in a real socket.
+                if n < buf.len() || self.budget == 0 {
                     break;
                 }
             }
@@ -214,6 +284,161 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    fn binary(len: usize) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::Binary,
+            mask: None,
+            payload_len: len as u64,
+        }
+    }
+
+    /// The frame `push_frame` would queue: header then payload.
+    fn encoded(header: &FrameHeader, payload: &[u8]) -> Vec<u8> {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        [&head[..n], payload].concat()
+    }
+
+    /// Writes a `len`-byte frame directly into a socket that takes `per_write` bytes a
+    /// call and `budget` in all; returns the queue, the socket and what was written.
+    fn direct(len: usize, per_write: usize, budget: usize) -> (WriteQueue, Trickle, usize) {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut queue = WriteQueue::default();
+        let mut socket = Trickle {
+            taken: Vec::new(),
+            per_write,
+            budget,
+        };
+        let written = queue
+            .push_frame_or_write(&mut socket, &binary(len), &payload)
+            .unwrap();
+        (queue, socket, written)
+    }
+
+    /// Drains `queue` into `socket` and checks the socket got exactly the frame.
+    fn drain_and_check(mut queue: WriteQueue, mut socket: Trickle, len: usize) {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        socket.budget = usize::MAX;
+        queue.unblock();
+        queue.flush_until_blocked(&mut socket).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(socket.taken, encoded(&binary(len), &payload));
+    }
+
+    #[test]
+    fn a_large_frame_is_written_without_queueing_when_the_socket_takes_it() {
+        let len = 100_000;
+        // Several partial writes in a row, until all of it (14-byte header) is taken.
+        let (queue, socket, written) = direct(len, 30_000, len + 10);
+        assert_eq!(written, len + 10);
+        assert!(queue.is_empty() && !queue.is_blocked());
+        drain_and_check(queue, socket, len);
+        // Exactly the frame: nothing queued, not blocked, no block allocated.
+        let (queue, socket, written) = direct(len, usize::MAX, usize::MAX);
+        assert_eq!(written, len + 10);
+        assert!(queue.is_empty() && !queue.is_blocked());
+        assert!(queue.front.capacity() == 0 && queue.more.is_none());
+        drain_and_check(queue, socket, len);
+    }
+
+    #[test]
+    fn would_block_mid_header_queues_the_rest_of_the_header_and_the_payload() {
+        let len = 70_000; // 10-byte header
+        let (queue, socket, written) = direct(len, usize::MAX, 3);
+        assert_eq!(written, 3);
+        assert_eq!(queue.len(), len + 10 - 3);
+        assert!(queue.is_blocked());
+        drain_and_check(queue, socket, len);
+        // Nothing taken at all: the whole frame is queued.
+        let (queue, socket, written) = direct(len, usize::MAX, 0);
+        assert_eq!((written, queue.len()), (0, len + 10));
+        assert!(queue.is_blocked());
+        drain_and_check(queue, socket, len);
+    }
+
+    #[test]
+    fn would_block_mid_payload_queues_only_the_rest_of_the_payload() {
+        let len = 5_000; // 4-byte header
+        let (queue, socket, written) = direct(len, 1_000, 2_500);
+        assert_eq!(written, 2_500);
+        assert_eq!(queue.len(), len + 4 - 2_500);
+        assert!(queue.is_blocked());
+        drain_and_check(queue, socket, len);
+        // Exactly the header taken.
+        let (queue, socket, written) = direct(len, usize::MAX, 4);
+        assert_eq!((written, queue.len()), (4, len));
+        drain_and_check(queue, socket, len);
+    }
+
+    #[test]
+    fn small_frames_queued_bytes_and_a_full_socket_keep_the_copy() {
+        let mut socket = Trickle {
+            taken: Vec::new(),
+            per_write: usize::MAX,
+            budget: usize::MAX,
+        };
+        let mut queue = WriteQueue::default();
+        let small = [1; DIRECT_WRITE_MIN - 1];
+        let header = binary(small.len());
+        assert_eq!(
+            queue
+                .push_frame_or_write(&mut socket, &header, &small)
+                .unwrap(),
+            0
+        );
+        assert_eq!(queue.len(), small.len() + 4);
+        // Something is queued: a large frame goes behind it, not before.
+        let large = [2; 2 * DIRECT_WRITE_MIN];
+        let header = binary(large.len());
+        assert_eq!(
+            queue
+                .push_frame_or_write(&mut socket, &header, &large)
+                .unwrap(),
+            0
+        );
+        assert!(socket.taken.is_empty());
+        queue.flush_until_blocked(&mut socket).unwrap();
+        let expected = [
+            encoded(&binary(small.len()), &small),
+            encoded(&binary(large.len()), &large),
+        ]
+        .concat();
+        assert_eq!(socket.taken, expected);
+        // Blocked (and empty, as after a writable event was not yet seen): queue it.
+        let mut queue = WriteQueue {
+            blocked: true,
+            ..WriteQueue::default()
+        };
+        assert_eq!(
+            queue
+                .push_frame_or_write(&mut socket, &header, &large)
+                .unwrap(),
+            0
+        );
+        assert_eq!(queue.len(), large.len() + 4);
+    }
+
+    #[test]
+    fn a_socket_error_is_returned() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut queue = WriteQueue::default();
+        let payload = [0; DIRECT_WRITE_MIN];
+        let err = queue
+            .push_frame_or_write(&mut Broken, &binary(payload.len()), &payload)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]
