@@ -44,6 +44,7 @@ use std::process::{Child, ChildStdout, Command};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+use wsreactor::protocol::encoder::push_masked_frame;
 use wsreactor::protocol::header::MAX_HEADER_LEN;
 use wsreactor::protocol::mask::apply_mask;
 use wsreactor::protocol::{
@@ -299,7 +300,14 @@ fn run(args: &Args) -> Result<Report, String> {
     }
 
     // The closing handshake: our close 1000, the server's close back, then EOF.
-    let close = client_frame(OpCode::Close, true, &1000u16.to_be_bytes(), [7, 7, 7, 7]);
+    let mut close = Vec::new();
+    push_masked_frame(
+        &mut close,
+        OpCode::Close,
+        true,
+        &1000u16.to_be_bytes(),
+        [7, 7, 7, 7],
+    );
     stream
         .write_all(&close)
         .map_err(|e| format!("write close: {e}"))?;
@@ -358,24 +366,6 @@ impl Plan {
 struct Sent {
     frames: u64,
     checksum: u64,
-}
-
-/// A client frame with a whole payload in hand (the close frame).
-fn client_frame(opcode: OpCode, fin: bool, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let header = FrameHeader {
-        fin,
-        rsv: 0,
-        opcode,
-        mask: Some(key),
-        payload_len: payload.len() as u64,
-    };
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let len = header.encode(&mut head);
-    let mut frame = head[..len].to_vec();
-    let start = frame.len();
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[start..], key, 0);
-    frame
 }
 
 fn write_message(mut stream: TcpStream, plan: Plan, io_size: usize) -> Result<Sent, String> {

@@ -6,7 +6,8 @@
 //! follows each one.
 
 use super::coding::{MessageKind, OpCode};
-use super::header::FrameHeader;
+use super::header::{FrameHeader, MAX_HEADER_LEN};
+use super::mask::apply_mask;
 
 /// Cuts outgoing data messages into frames of at most `max_frame` payload bytes.
 ///
@@ -87,9 +88,36 @@ pub fn control_header(opcode: OpCode, payload_len: usize) -> FrameHeader {
     }
 }
 
+/// Appends one whole client frame to `out`: the header with `key`, then `payload`
+/// masked with it. Clients MUST mask every frame with a fresh key (§5.3); a server
+/// never masks, so the server itself has no use for this — the load generator and
+/// the measurement tools do.
+pub fn push_masked_frame(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    fin: bool,
+    payload: &[u8],
+    key: [u8; 4],
+) {
+    let header = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let len = header.encode(&mut head);
+    out.extend_from_slice(&head[..len]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::header::HeaderParse;
 
     fn collect(
         f: &mut Fragmenter,
@@ -144,5 +172,22 @@ mod tests {
             collect(&mut f, MessageKind::Text, b"", true),
             vec![(OpCode::Text, true, Vec::new())]
         );
+    }
+
+    #[test]
+    fn a_masked_client_frame_parses_back_and_unmasks_to_its_payload() {
+        let mut out = vec![0xAA];
+        push_masked_frame(&mut out, OpCode::Close, true, &[0x03, 0xE8], [1, 2, 3, 4]);
+        let Ok(HeaderParse::Complete { header, len }) = FrameHeader::parse(&out[1..]) else {
+            panic!("complete header expected");
+        };
+        assert_eq!(
+            (header.opcode, header.fin, header.mask),
+            (OpCode::Close, true, Some([1, 2, 3, 4]))
+        );
+        let mut payload = out[1 + len..].to_vec();
+        apply_mask(&mut payload, [1, 2, 3, 4], 0);
+        assert_eq!(payload, [0x03, 0xE8]);
+        assert_eq!(out[0], 0xAA, "appends, keeps what was there");
     }
 }

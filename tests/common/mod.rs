@@ -35,6 +35,16 @@ pub const SMALL_WRITE_WATERMARKS: [&str; 4] = [
     "262144",
 ];
 
+/// Reads the server's first stdout line, `listening on ws://ADDR/`, and returns ADDR.
+fn read_listening_addr(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listening line");
+    launch::listening_addr(&line).unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+}
+
 /// The server binary running as a child process; killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -65,13 +75,7 @@ impl ServerProcess {
         let mut child = launch::configure_server(&mut command, args)
             .spawn()
             .expect("start wsreactor");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = launch::listening_addr(&line)
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let addr = read_listening_addr(&mut child);
         ServerProcess { child, addr }
     }
 
@@ -337,13 +341,7 @@ impl ServerProcess {
                 let _ = lines.send(line);
             }
         });
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = launch::listening_addr(&line)
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let addr = read_listening_addr(&mut child);
         (ServerProcess { child, addr }, LogLines(receiver))
     }
 

@@ -38,6 +38,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use wsreactor::protocol::encoder::push_masked_frame;
 use wsreactor::protocol::handshake::accept_key;
 use wsreactor::protocol::header::MAX_HEADER_LEN;
 use wsreactor::protocol::mask::apply_mask;
@@ -637,19 +638,7 @@ impl Conn {
     /// Queues a masked control frame, sent at the next frame boundary.
     fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = self.rng.key();
-        let header = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode,
-            mask: Some(key),
-            payload_len: payload.len() as u64,
-        };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let len = header.encode(&mut head);
-        self.controls.extend_from_slice(&head[..len]);
-        let start = self.controls.len();
-        self.controls.extend_from_slice(payload);
-        apply_mask(&mut self.controls[start..], key, 0);
+        push_masked_frame(&mut self.controls, opcode, true, payload, key);
     }
 
     /// Starts the closing handshake with 1000.
@@ -1216,15 +1205,7 @@ impl Engine {
             conn.producing = conn.phase == Phase::Open;
         }
         self.begin_stage(Stage::Traffic);
-        let kick = Readiness {
-            readable: false,
-            writable: false,
-        };
-        for i in 0..self.conns.len() {
-            if self.conns[i].phase == Phase::Open {
-                self.service(i, kick);
-            }
-        }
+        self.kick(Phase::Open);
         loop {
             if self.settled == self.conns.len() {
                 break;
@@ -1246,6 +1227,20 @@ impl Engine {
             .stats
             .last_echo_at
             .map_or_else(|| start.elapsed(), |at| at.saturating_duration_since(start)))
+    }
+
+    /// Services every connection in `phase` without waiting for readiness, so that
+    /// each starts writing what the new stage asks of it.
+    fn kick(&mut self, phase: Phase) {
+        let nothing = Readiness {
+            readable: false,
+            writable: false,
+        };
+        for i in 0..self.conns.len() {
+            if self.conns[i].phase == phase {
+                self.service(i, nothing);
+            }
+        }
     }
 
     /// Keeps the connections open for `hold`, answering pings.
@@ -1275,15 +1270,7 @@ impl Engine {
             conn.begin_close();
         }
         self.begin_stage(Stage::Close);
-        let kick = Readiness {
-            readable: false,
-            writable: false,
-        };
-        for i in 0..self.conns.len() {
-            if self.conns[i].phase == Phase::CloseSent {
-                self.service(i, kick);
-            }
-        }
+        self.kick(Phase::CloseSent);
         while self.settled < self.conns.len() {
             self.check_deadline()?;
             if Instant::now() >= limit {
