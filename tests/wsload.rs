@@ -1,6 +1,7 @@
 //! The `wsload` binary against the real server: every mode with small sizes, its JSON
-//! line checked; and the ways a run must fail (closed port, corrupted echo, bad
-//! arguments), each with a non-zero exit status.
+//! line checked; `--raw-echo` against a plain TCP echo; and the ways a run must fail
+//! (closed port, corrupted echo, the wrong kind of echo, bad arguments), each with a
+//! non-zero exit status.
 
 mod common;
 
@@ -278,6 +279,86 @@ fn a_corrupted_echo_fails_the_run() {
     assert!(u64_of(&json, "errors") >= 1);
     let sample = json["error_samples"][0].as_str().unwrap_or_default();
     assert!(sample.contains("verification failed"), "{json}");
+}
+
+/// A plain TCP echo, like `examples/opponents/mio_raw.rs` but one thread per
+/// connection: it answers the upgrade request with a 101, then sends back every byte.
+fn raw_echo_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind raw echo");
+    let url = format!("ws://{}/", listener.local_addr().expect("raw echo address"));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let head = common::read_http_head(&mut stream);
+                let Some(key) = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_string())
+                }) else {
+                    return;
+                };
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    wsreactor::protocol::handshake::accept_key(&key)
+                );
+                if stream.write_all(response.as_bytes()).is_err() {
+                    return;
+                }
+                let mut reader = stream.try_clone().expect("clone the stream");
+                let _ = std::io::copy(&mut reader, &mut stream);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn raw_echo_verifies_a_plain_tcp_echo() {
+    let url = raw_echo_server();
+    let echo = run_ok(
+        &url,
+        &[
+            "--raw-echo",
+            "echo",
+            "--connections",
+            "3",
+            "--in-flight",
+            "4",
+            "--size",
+            "100",
+            "--messages",
+            "50",
+        ],
+    );
+    assert_eq!(u64_of(&echo, "messages"), 150, "{echo}");
+    assert_eq!(u64_of(&echo, "closed_ok"), 3, "{echo}");
+    let huge = run_ok(&url, &["--raw-echo", "huge", "--size", "300000"]);
+    assert_eq!(u64_of(&huge, "bytes_verified"), 300_000, "{huge}");
+    assert_eq!(u64_of(&huge, "closed_ok"), 1, "{huge}");
+}
+
+#[test]
+fn the_wrong_kind_of_echo_fails_the_run() {
+    let expect_failure = |url: &str, args: &[&str], why: &str| {
+        let output = wsload(url, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        let json = json_of(&output);
+        assert_eq!(u64_of(&json, "messages"), 0, "{json}");
+        let sample = json["error_samples"][0].as_str().unwrap_or_default();
+        assert!(sample.contains(why), "{json}");
+    };
+    // A raw echo sends masked frames, which a server must never send (§5.1).
+    let raw = raw_echo_server();
+    expect_failure(&raw, &["echo", "--messages", "1"], "broke the protocol");
+    // A WebSocket server's unmasked frames are not the raw echo's masked ones.
+    let server = ServerProcess::start(&[]);
+    expect_failure(
+        &server.url(),
+        &["--raw-echo", "echo", "--messages", "1"],
+        "broke the protocol",
+    );
 }
 
 #[test]

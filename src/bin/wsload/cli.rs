@@ -53,6 +53,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = 1000)]
     pub max_connecting: usize,
 
+    /// The server is a plain TCP echo, not a WebSocket server: it answers the upgrade
+    /// request, then sends back every byte it receives, unchanged (the ceiling
+    /// `opponent_mio_raw` of `scripts/compare`). The echo is then this client's own
+    /// masked frames: they are decoded as masked frames and every payload byte is
+    /// verified as usual, and the close frame that comes back ends the connection
+    /// from this side (such a server never closes first).
+    #[arg(long, global = true)]
+    pub raw_echo: bool,
+
     /// What to measure.
     #[command(subcommand)]
     pub mode: Mode,

@@ -26,7 +26,7 @@
 //! byte of its echo.
 
 use crate::cli::Target;
-use crate::gen::{fill_message, XorShift};
+use crate::gen::{Payloads, XorShift, PERIOD};
 use crate::payload::Checksum;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -48,8 +48,6 @@ use wsreactor::protocol::{
 
 /// The read buffer shared by all connections.
 const READ_BUF: usize = 256 * 1024;
-/// The buffer the expected bytes are generated into for comparison.
-const SCRATCH: usize = 64 * 1024;
 /// Reads per connection per turn.
 const MAX_READS_PER_TURN: usize = 16;
 /// Writes per connection per turn.
@@ -86,11 +84,14 @@ pub struct Workload {
     pub seed: u64,
     /// Keep a running checksum of each message on both sides and compare them.
     pub checksum: bool,
+    /// The server is a raw TCP echo (`--raw-echo`): what comes back is our own masked
+    /// frames, decoded as a server would decode them.
+    pub raw_echo: bool,
 }
 
 impl Workload {
     /// No messages at all (`idle`).
-    pub fn none(seed: u64) -> Self {
+    pub fn none(seed: u64, raw_echo: bool) -> Self {
         Workload {
             kind: MessageKind::Binary,
             size: 0,
@@ -99,6 +100,7 @@ impl Workload {
             per_conn: Some(0),
             seed,
             checksum: false,
+            raw_echo,
         }
     }
 }
@@ -238,7 +240,7 @@ struct InFlight {
 struct Ctx<'a> {
     w: &'a Workload,
     stats: &'a mut Stats,
-    scratch: &'a mut [u8],
+    payloads: &'a Payloads,
     registry: &'a Registry,
     request: &'a str,
     now: Instant,
@@ -302,8 +304,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(index: usize, seed: u64) -> Self {
-        let mut rng = XorShift::new(seed, index);
+    fn new(index: usize, w: &Workload) -> Self {
+        let mut rng = XorShift::new(w.seed, index);
+        // A WebSocket server's frames are unmasked (RFC 6455 §5.1); a raw echo sends
+        // back the client's masked ones.
+        let role = if w.raw_echo {
+            Role::Server
+        } else {
+            Role::Client
+        };
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
         nonce[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -314,7 +323,7 @@ impl Conn {
             connect_started: None,
             key: BASE64.encode(nonce),
             head: Vec::new(),
-            decoder: Decoder::new(Role::Client, Limits::default()),
+            decoder: Decoder::new(role, Limits::default()),
             rng,
             out: Vec::new(),
             out_pos: 0,
@@ -415,20 +424,7 @@ impl Conn {
 
     fn on_eof(&mut self, ctx: &mut Ctx) {
         match self.phase {
-            Phase::CloseReceived => {
-                self.phase = Phase::Closed;
-                self.drop_socket(ctx.registry);
-                match self.close_back {
-                    Some(Some(CloseCode::NORMAL)) => ctx.stats.closed_ok += 1,
-                    other => {
-                        let code = other.flatten().map_or("none".into(), |c| c.to_string());
-                        ctx.stats.record_error(format!(
-                            "connection {}: sent close 1000, got close {code} back",
-                            self.index
-                        ));
-                    }
-                }
-            }
+            Phase::CloseReceived => self.finish_close(ctx),
             Phase::Handshaking => self.fail(
                 ctx,
                 "the server closed the connection during the opening handshake",
@@ -545,17 +541,11 @@ impl Conn {
             );
         }
         let text = ctx.w.kind == MessageKind::Text;
-        for piece in bytes.chunks(ctx.scratch.len()) {
-            let expected = &mut ctx.scratch[..piece.len()];
-            fill_message(
-                ctx.w.seed,
-                text,
-                self.index,
-                front.index,
-                self.recv_pos,
-                expected,
-            );
-            if piece != &expected[..] {
+        for piece in bytes.chunks(PERIOD) {
+            let expected =
+                ctx.payloads
+                    .slice(text, self.index, front.index, self.recv_pos, piece.len());
+            if piece != expected {
                 let i = piece
                     .iter()
                     .zip(expected.iter())
@@ -615,11 +605,31 @@ impl Conn {
         ctx.stats.last_echo_at = Some(ctx.now);
     }
 
+    /// The closing handshake is over: closes the socket and counts the outcome.
+    fn finish_close(&mut self, ctx: &mut Ctx) {
+        self.phase = Phase::Closed;
+        self.drop_socket(ctx.registry);
+        match self.close_back {
+            Some(Some(CloseCode::NORMAL)) => ctx.stats.closed_ok += 1,
+            other => {
+                let code = other.flatten().map_or("none".into(), |c| c.to_string());
+                ctx.stats.record_error(format!(
+                    "connection {}: sent close 1000, got close {code} back",
+                    self.index
+                ));
+            }
+        }
+    }
+
     fn on_close(&mut self, frame: Option<CloseFrame>, ctx: &mut Ctx) {
         match self.phase {
             Phase::CloseSent => {
                 self.close_back = Some(frame.map(|f| f.code()));
                 self.phase = Phase::CloseReceived;
+                if ctx.w.raw_echo {
+                    // Our own close came back; a raw echo never closes TCP itself.
+                    self.finish_close(ctx);
+                }
             }
             _ => {
                 let (code, reason) = frame.map_or((CloseCode::NO_STATUS, String::new()), |f| {
@@ -686,14 +696,8 @@ impl Conn {
                 self.out.resize(start + n, 0);
                 let piece = &mut self.out[start..];
                 let text = ctx.w.kind == MessageKind::Text;
-                fill_message(
-                    ctx.w.seed,
-                    text,
-                    self.index,
-                    self.started - 1,
-                    self.msg_pos,
-                    piece,
-                );
+                ctx.payloads
+                    .fill(text, self.index, self.started - 1, self.msg_pos, piece);
                 if ctx.w.checksum {
                     self.sent_sum.update(piece);
                 }
@@ -898,7 +902,7 @@ pub struct Engine {
     sources: Vec<IpAddr>,
     workload: Workload,
     read_buf: Vec<u8>,
-    scratch: Vec<u8>,
+    payloads: Payloads,
     ready: Vec<usize>,
     /// Totals.
     pub stats: Stats,
@@ -933,15 +937,13 @@ impl Engine {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
             fired: Vec::with_capacity(1024),
-            conns: (0..connections)
-                .map(|i| Conn::new(i, workload.seed))
-                .collect(),
+            conns: (0..connections).map(|i| Conn::new(i, &workload)).collect(),
             target: target.addr,
             request,
             sources,
             workload,
             read_buf: vec![0; READ_BUF],
-            scratch: vec![0; SCRATCH],
+            payloads: Payloads::new(workload.seed),
             ready: Vec::new(),
             stats: Stats::new(),
             stop: false,
@@ -1015,7 +1017,7 @@ impl Engine {
             workload,
             stats,
             read_buf,
-            scratch,
+            payloads,
             ready,
             request,
             stop,
@@ -1025,7 +1027,7 @@ impl Engine {
         let mut ctx = Ctx {
             w: workload,
             stats,
-            scratch,
+            payloads,
             registry: poll.registry(),
             request,
             now: Instant::now(),
@@ -1279,14 +1281,14 @@ impl Engine {
                     conns,
                     workload,
                     stats,
-                    scratch,
+                    payloads,
                     request,
                     ..
                 } = self;
                 let mut ctx = Ctx {
                     w: workload,
                     stats,
-                    scratch,
+                    payloads,
                     registry: poll.registry(),
                     request,
                     now: Instant::now(),

@@ -60,3 +60,34 @@ pub fn ephemeral_ports() -> Option<u64> {
     let (lo, hi) = (it.next()??, it.next()??);
     Some(hi.saturating_sub(lo) + 1)
 }
+
+/// CPU time (user + system) this process has used so far, in seconds, to the
+/// microsecond (`getrusage`).
+pub fn own_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer on success, and
+    // only then is it read.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds, from
+/// `utime` and `stime` in `/proc/PID/stat` (clock ticks: 10 ms at the usual 100 Hz).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count the
+    // fields after its closing parenthesis, where field 3 (state) comes first.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100);
+    Some((utime + stime) as f64 / ticks as f64)
+}

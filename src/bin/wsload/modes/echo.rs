@@ -5,7 +5,7 @@
 //! phase), close every connection with 1000 (`closed_ok`). `stream` is the same with
 //! one connection and large messages.
 
-use super::{finish, Common, ServerMem, Setup, CLOSE_WAIT};
+use super::{finish, Common, CpuMeter, CpuUse, ServerMem, Setup, CLOSE_WAIT};
 use crate::cli::{EchoArgs, StreamArgs};
 use crate::client::{Engine, RunError, Workload};
 use crate::progress::{Progress, Unit};
@@ -105,6 +105,7 @@ fn run(setup: &Setup, plan: Plan) -> Report {
         per_conn: plan.per_conn,
         seed: setup.seed,
         checksum: false,
+        raw_echo: setup.raw_echo,
     };
     let mut engine = match Engine::new(
         &setup.target,
@@ -143,6 +144,7 @@ struct Times {
     elapsed: Option<Duration>,
     close: Option<Duration>,
     rss_after_kib: Option<u64>,
+    cpu: CpuUse,
 }
 
 fn drive(
@@ -170,6 +172,7 @@ fn drive(
         (None, false) => progress.phase(plan.mode, total_messages, Unit::Count),
     }
     let started = Instant::now();
+    let cpu = CpuMeter::start(plan.server_pid);
     times.elapsed = Some(engine.run_traffic(plan.duration, &mut |e| {
         let elapsed = started.elapsed();
         let pos = match (plan.duration, big) {
@@ -186,6 +189,7 @@ fn drive(
             )
         })
     })?);
+    times.cpu = cpu.stop(started.elapsed());
     times.rss_after_kib = server.and_then(ServerMem::now_kib);
 
     progress.phase("close", Some(n), Unit::Count);
@@ -213,6 +217,7 @@ fn write_report(
         bytes: stats.bytes,
         elapsed,
         latency: Some(&stats.latency),
+        cpu: times.cpu,
     };
     common.write(report, setup);
     report.set("text", plan.text);
@@ -277,6 +282,7 @@ fn write_report(
         ),
     );
     report.line("latency", latency_text(&stats.latency));
+    report.line("cpu", times.cpu.text());
     report.line(
         "closed",
         format!(

@@ -2,12 +2,12 @@
 //! and verified while the echo is read, byte by byte and with a running checksum on
 //! each side. Neither side of the tool ever holds the message.
 
-use super::{finish, Common, ServerMem, Setup, CLOSE_WAIT};
+use super::{finish, Common, CpuMeter, CpuUse, ServerMem, Setup, CLOSE_WAIT};
 use crate::cli::HugeArgs;
 use crate::client::{Engine, RunError, Workload};
 use crate::progress::{Progress, Unit};
 use crate::report::{latency_text, size_text, Report};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wsreactor::protocol::MessageKind;
 
 /// `wsload huge`.
@@ -32,6 +32,7 @@ pub fn huge(setup: &Setup, args: &HugeArgs) -> Result<Report, String> {
         per_conn: Some(1),
         seed: setup.seed,
         checksum: true,
+        raw_echo: setup.raw_echo,
     };
     let mut engine = match Engine::new(
         &setup.target,
@@ -46,12 +47,16 @@ pub fn huge(setup: &Setup, args: &HugeArgs) -> Result<Report, String> {
     let mut progress = Progress::new(setup.progress);
     let mut elapsed = None;
     let mut rss_after = None;
+    let mut cpu = CpuUse::default();
     let outcome = (|| -> Result<(), RunError> {
         engine.open_all(None, 1, &mut |_| {})?;
         progress.phase("huge", Some(args.size), Unit::Bytes);
+        let started = Instant::now();
+        let meter = CpuMeter::start(args.server_pid);
         elapsed = Some(engine.run_traffic(None, &mut |e| {
             progress.update(e.stats.bytes_echoed, String::new)
         })?);
+        cpu = meter.stop(started.elapsed());
         rss_after = server.as_ref().and_then(ServerMem::now_kib);
         engine.close_all(CLOSE_WAIT, &mut |_| {})?;
         Ok(())
@@ -73,6 +78,7 @@ pub fn huge(setup: &Setup, args: &HugeArgs) -> Result<Report, String> {
         bytes: stats.bytes,
         elapsed,
         latency: Some(&stats.latency),
+        cpu,
     };
     common.write(&mut report, setup);
     report.set("frame_size", args.frame_size);
@@ -121,6 +127,7 @@ pub fn huge(setup: &Setup, args: &HugeArgs) -> Result<Report, String> {
         ),
     );
     report.line("latency", latency_text(&stats.latency));
+    report.line("cpu", cpu.text());
     report.line(
         "closed",
         format!("{} of 1 got close 1000 back", stats.closed_ok),

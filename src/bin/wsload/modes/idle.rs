@@ -49,7 +49,7 @@ pub fn idle(setup: &Setup, args: &IdleArgs) -> Result<Report, String> {
         &setup.target,
         setup.sources.clone(),
         args.connections,
-        Workload::none(setup.seed),
+        Workload::none(setup.seed, setup.raw_echo),
         setup.deadline,
     ) {
         Ok(engine) => engine,
@@ -103,6 +103,7 @@ pub fn idle(setup: &Setup, args: &IdleArgs) -> Result<Report, String> {
         bytes: 0,
         elapsed: total,
         latency: None,
+        cpu: Default::default(),
     }
     .write(&mut report, setup);
     let opened = stats.opened;

@@ -37,6 +37,8 @@ pub struct Setup {
     pub seed: u64,
     /// `--max-connecting`.
     pub max_connecting: usize,
+    /// `--raw-echo`: the server sends our own frames back.
+    pub raw_echo: bool,
 }
 
 impl Setup {
@@ -59,6 +61,7 @@ impl Setup {
             progress: !cli.json && !cli.no_progress,
             seed: cli.seed,
             max_connecting: cli.max_connecting.max(1),
+            raw_echo: cli.raw_echo,
         })
     }
 
@@ -149,7 +152,63 @@ impl ServerMem {
     }
 }
 
-/// The fields every report has: sizes, counts, rates, latency.
+/// The CPU time wsload and the server (with `--server-pid`) use over a phase, to tell
+/// which side limits a run: a process near 1.0 CPUs is saturated.
+pub struct CpuMeter {
+    server_pid: Option<u32>,
+    client_start: Option<f64>,
+    server_start: Option<f64>,
+}
+
+/// What a [`CpuMeter`] measured: CPU-seconds per second of the phase.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    /// wsload's own (all of it is the one loop thread).
+    pub client: Option<f64>,
+    /// The server's (all its threads), to the 10 ms tick of `/proc/PID/stat`.
+    pub server: Option<f64>,
+}
+
+impl CpuUse {
+    /// The report's `cpu` line.
+    pub fn text(&self) -> String {
+        format!(
+            "wsload {}, server {} (CPU-seconds per second of the run; 1.00 is a whole CPU)",
+            self.client.map_or("?".into(), |c| format!("{c:.2}")),
+            self.server
+                .map_or("? (give --server-pid)".into(), |c| format!("{c:.2}")),
+        )
+    }
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start(server_pid: Option<u32>) -> Self {
+        CpuMeter {
+            server_pid,
+            client_start: sysinfo::own_cpu_seconds(),
+            server_start: server_pid.and_then(sysinfo::process_cpu_seconds),
+        }
+    }
+
+    /// The CPU used since `start`, divided by `elapsed`.
+    pub fn stop(&self, elapsed: Duration) -> CpuUse {
+        let secs = elapsed.as_secs_f64();
+        let rate = |start: Option<f64>, now: Option<f64>| match (start, now) {
+            (Some(start), Some(now)) if secs > 0.0 => Some(round((now - start) / secs, 3)),
+            _ => None,
+        };
+        CpuUse {
+            client: rate(self.client_start, sysinfo::own_cpu_seconds()),
+            server: rate(
+                self.server_start,
+                self.server_pid.and_then(sysinfo::process_cpu_seconds),
+            ),
+        }
+    }
+}
+
+/// The fields every report has: sizes, counts, rates, latency, CPU.
 pub struct Common<'a> {
     pub connections: usize,
     pub in_flight: usize,
@@ -158,6 +217,8 @@ pub struct Common<'a> {
     pub bytes: u64,
     pub elapsed: Duration,
     pub latency: Option<&'a Histogram<u64>>,
+    /// CPU use over `elapsed`.
+    pub cpu: CpuUse,
 }
 
 impl Common<'_> {
@@ -178,6 +239,8 @@ impl Common<'_> {
             "latency_us",
             self.latency.map_or(serde_json::Value::Null, latency_json),
         );
+        report.set("client_cpu", self.cpu.client);
+        report.set("server_cpu", self.cpu.server);
         report.set("timeout_s", setup.timeout.as_secs_f64());
         report.set("source_ips", setup.sources.len());
     }
