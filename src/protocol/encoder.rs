@@ -30,6 +30,11 @@ impl Fragmenter {
         }
     }
 
+    /// The largest payload of one frame.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// Whether a message has been started and not yet finished.
     pub fn in_message(&self) -> bool {
         self.open
@@ -38,12 +43,12 @@ impl Fragmenter {
     /// Calls `emit(header, payload)` for each frame that carries `data` as the next part
     /// of a message of `kind`; `end_of_message` sets FIN on the last one. Empty `data`
     /// produces no frame unless it ends the message (then one empty FIN frame).
-    pub fn frames(
+    pub fn frames<'d>(
         &mut self,
         kind: MessageKind,
-        data: &[u8],
+        data: &'d [u8],
         end_of_message: bool,
-        mut emit: impl FnMut(FrameHeader, &[u8]),
+        mut emit: impl FnMut(FrameHeader, &'d [u8]),
     ) {
         let mut chunks = data.chunks(self.max_frame).peekable();
         if chunks.peek().is_none() && !end_of_message {

@@ -1,7 +1,7 @@
 //! One client connection: its socket, where it is in its life, and its buffers.
 
 use super::timers::Tick;
-use super::write_queue::{WriteQueue, DIRECT_WRITE_MIN};
+use super::write_queue::{FrameBatch, WriteQueue, DIRECT_WRITE_MIN};
 use crate::app::ConnId;
 use crate::protocol::encoder::{control_header, Fragmenter};
 use crate::protocol::{CloseCode, CloseFrame, Decoder, MessageKind, OpCode};
@@ -160,19 +160,21 @@ impl Connection {
         matches!(self.phase, Phase::Open { .. })
     }
 
-    /// Sends a data message part as frames (see [`Fragmenter::frames`]): large frames
-    /// are written straight from `data` while nothing is queued, the rest is queued
-    /// (see [`WriteQueue::push_frame_or_write`]). Returns the bytes written now; after
-    /// a write error nothing more is written, and the connection must be dropped.
+    /// Sends a data message part as frames (see [`Fragmenter::frames`]): a part of at
+    /// least [`DIRECT_WRITE_MIN`] bytes is written straight from `data` while nothing is
+    /// queued, its frames together (see [`WriteQueue::write_frames`]); smaller parts are
+    /// queued. Returns the bytes written now; after a write error nothing more is
+    /// written, and the connection must be dropped.
     pub fn send_data(
         &mut self,
         kind: MessageKind,
         data: &[u8],
         end_of_message: bool,
     ) -> io::Result<usize> {
-        if data.len() < DIRECT_WRITE_MIN {
-            // No frame of this part can be written directly: queue them all, on the
-            // path small echoes take (kept free of the direct write's code).
+        if data.len() < DIRECT_WRITE_MIN || self.fragmenter.max_frame() < DIRECT_WRITE_MIN {
+            // Small frames: queue them all, to go out in one `writev` with the rest of
+            // this read's output, on the path small echoes take (kept free of the direct
+            // write's code).
             let queue = &mut self.queue;
             self.fragmenter
                 .frames(kind, data, end_of_message, |header, payload| {
@@ -192,16 +194,25 @@ impl Connection {
         end_of_message: bool,
     ) -> io::Result<usize> {
         let (queue, socket) = (&mut self.queue, &mut self.socket);
+        let mut batch = FrameBatch::default();
         let mut result = Ok(0);
+        let mut write = |batch: &mut FrameBatch<'_>| {
+            if let Ok(written) = &mut result {
+                match queue.write_frames(socket, batch) {
+                    Ok(n) => *written += n,
+                    Err(e) => result = Err(e),
+                }
+            }
+        };
         self.fragmenter
             .frames(kind, data, end_of_message, |header, payload| {
-                if let Ok(written) = &mut result {
-                    match queue.push_frame_or_write(socket, &header, payload) {
-                        Ok(n) => *written += n,
-                        Err(e) => result = Err(e),
-                    }
+                if batch.push(&header, payload) {
+                    write(&mut batch);
                 }
             });
+        if !batch.is_empty() {
+            write(&mut batch);
+        }
         result
     }
 

@@ -9,13 +9,68 @@ const BLOCK: usize = 64 * 1024;
 /// Most blocks handed to one `writev` (Linux allows 1024 iovecs; 64 blocks is 4 MiB,
 /// more than a socket takes at once).
 const MAX_IOV: usize = 64;
-/// Smallest payload that [`WriteQueue::push_frame_or_write`] writes straight from the
-/// caller's slice. Below it frames are copied into the queue even when it is empty:
-/// small frames (an echo batch of 16 × 32 B) must keep being gathered into one
-/// `writev` per read, where a syscall per frame would cost far more than the copy.
-/// From a few KiB up the copy (and the blocks it allocates) is the larger cost, and
-/// such a frame is worth a syscall of its own.
+/// Smallest data part that [`Connection::send_data`](super::connection::Connection::send_data)
+/// writes straight from the caller's slice (with [`WriteQueue::write_frames`]). Below
+/// it frames are copied into the queue even when it is empty: small frames (an echo
+/// batch of 16 × 32 B) must keep being gathered into one `writev` per read, where a
+/// syscall per frame would cost far more than the copy. From a few KiB up the copy
+/// (and the blocks it allocates) is the larger cost, and such a part is worth a
+/// syscall of its own.
 pub const DIRECT_WRITE_MIN: usize = 4 * 1024;
+
+/// Most frames in one [`FrameBatch`]: a 256 KiB read cut into 64 KiB frames makes 5.
+const GATHER: usize = 16;
+
+/// Frames of one data part to be written together: headers encoded here, payloads
+/// borrowed (from the reactor's read buffer). Writing all the frames of a read in one
+/// `writev` rather than one call per frame is what makes a larger read pay off: on
+/// loopback each write is a trip through TCP and the receiver's wake-up, whatever
+/// its size.
+pub struct FrameBatch<'d> {
+    heads: [[u8; MAX_HEADER_LEN]; GATHER],
+    head_lens: [u8; GATHER],
+    payloads: [&'d [u8]; GATHER],
+    len: usize,
+}
+
+impl Default for FrameBatch<'_> {
+    /// An empty batch.
+    fn default() -> Self {
+        FrameBatch {
+            heads: [[0; MAX_HEADER_LEN]; GATHER],
+            head_lens: [0; GATHER],
+            payloads: [&[]; GATHER],
+            len: 0,
+        }
+    }
+}
+
+impl<'d> FrameBatch<'d> {
+    /// Adds a frame; true when the batch is full and must be written before the next.
+    pub fn push(&mut self, header: &FrameHeader, payload: &'d [u8]) -> bool {
+        // `len < GATHER` here: a full batch is written (and emptied) before any push.
+        let i = self.len;
+        self.head_lens[i] = header.encode(&mut self.heads[i]) as u8;
+        self.payloads[i] = payload;
+        self.len += 1;
+        self.len == GATHER
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The frames as they go on the wire: header, payload, header, payload, ...
+    fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len).flat_map(move |i| {
+            [
+                &self.heads[i][..usize::from(self.head_lens[i])],
+                self.payloads[i],
+            ]
+        })
+    }
+}
 
 /// A queue of encoded frames waiting for the socket, in fixed 64 KiB blocks.
 ///
@@ -60,57 +115,59 @@ impl WriteQueue {
         self.push_bytes(payload);
     }
 
-    /// Sends one frame, writing it straight from `payload` when that is safe and worth
-    /// it: the payload has at least [`DIRECT_WRITE_MIN`] bytes, nothing is queued
-    /// (frames leave in order) and the socket is not known to be full. Header and
-    /// payload go in one vectored write, repeated while the socket takes bytes; what it
-    /// does not take (the rest of the header, the rest of the payload) is queued and
-    /// the queue is marked blocked, as [`WriteQueue::flush_until_blocked`] would leave
-    /// it. Otherwise the frame is queued whole, as by [`WriteQueue::push_frame`].
+    /// Sends the frames of `batch` and empties it (also on an error). While nothing is queued and the
+    /// socket is not known to be full, they are written straight from their payload
+    /// slices, all in one vectored write, repeated while the socket takes bytes; what it
+    /// does not take is queued and the queue is marked blocked, as
+    /// [`WriteQueue::flush_until_blocked`] would leave it. Otherwise they are queued
+    /// whole, behind what is there (frames leave in order).
     ///
     /// Returns the bytes written now. Errors are those of `flush_until_blocked`
-    /// (`WouldBlock` is not one); after an error the frame's rest is not queued, and
+    /// (`WouldBlock` is not one); after an error the batch's rest is not queued, and
     /// the caller must drop the connection.
-    #[inline]
-    pub fn push_frame_or_write(
+    #[inline(never)]
+    pub fn write_frames(
         &mut self,
         socket: &mut impl Write,
-        header: &FrameHeader,
-        payload: &[u8],
+        batch: &mut FrameBatch<'_>,
     ) -> io::Result<usize> {
-        if payload.len() < DIRECT_WRITE_MIN || self.len > 0 || self.blocked {
-            self.push_frame(header, payload);
-            return Ok(0);
-        }
-        self.write_frame(socket, header, payload)
+        let result = self.write_parts(socket, batch);
+        batch.len = 0;
+        result
     }
 
-    /// The direct write of [`WriteQueue::push_frame_or_write`], out of line so that the
-    /// small-frame path stays as short as `push_frame` alone.
-    #[inline(never)]
-    fn write_frame(
+    /// [`WriteQueue::write_frames`] but for emptying the batch.
+    fn write_parts(
         &mut self,
         socket: &mut impl Write,
-        header: &FrameHeader,
-        payload: &[u8],
+        batch: &FrameBatch<'_>,
     ) -> io::Result<usize> {
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header.encode(&mut head);
-        let (mut head, mut payload) = (&head[..head_len], payload);
+        if self.len > 0 || self.blocked {
+            for part in batch.parts() {
+                self.push_bytes(part);
+            }
+            return Ok(0);
+        }
+        let mut iov = [IoSlice::new(&[]); 2 * GATHER];
+        let mut count = 0;
+        for (slot, part) in iov.iter_mut().zip(batch.parts()) {
+            *slot = IoSlice::new(part);
+            count += 1;
+        }
+        let mut rest = &mut iov[..count];
         let mut written = 0;
-        while !head.is_empty() || !payload.is_empty() {
-            let iov = [IoSlice::new(head), IoSlice::new(payload)];
-            match socket.write_vectored(&iov) {
+        while !rest.is_empty() {
+            match socket.write_vectored(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
-                    let from_head = n.min(head.len());
-                    head = &head[from_head..];
-                    payload = &payload[(n - from_head).min(payload.len())..];
+                    // The socket took `n` of the bytes offered, so `n` is in bounds.
+                    IoSlice::advance_slices(&mut rest, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.push_bytes(head);
-                    self.push_bytes(payload);
+                    for part in rest.iter() {
+                        self.push_bytes(part);
+                    }
                     self.blocked = true;
                     break;
                 }
@@ -253,6 +310,8 @@ mod tests {
         taken: Vec<u8>,
         per_write: usize,
         budget: usize,
+        /// Vectored writes that took bytes.
+        calls: usize,
     }
 
     impl Write for Trickle {
@@ -279,6 +338,7 @@ mod tests {
                     break;
                 }
             }
+            self.calls += 1;
             Ok(total)
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -303,6 +363,22 @@ mod tests {
         [&head[..n], payload].concat()
     }
 
+    /// Sends `frames` with one `write_frames` into `queue` and `socket`.
+    fn send(
+        queue: &mut WriteQueue,
+        socket: &mut impl Write,
+        frames: &[&[u8]],
+    ) -> io::Result<usize> {
+        let headers: Vec<FrameHeader> = frames.iter().map(|p| binary(p.len())).collect();
+        let mut batch = FrameBatch::default();
+        for (header, payload) in headers.iter().zip(frames) {
+            assert!(!batch.push(header, payload));
+        }
+        let result = queue.write_frames(socket, &mut batch);
+        assert!(batch.is_empty(), "write_frames empties the batch");
+        result
+    }
+
     /// Writes a `len`-byte frame directly into a socket that takes `per_write` bytes a
     /// call and `budget` in all; returns the queue, the socket and what was written.
     fn direct(len: usize, per_write: usize, budget: usize) -> (WriteQueue, Trickle, usize) {
@@ -312,10 +388,9 @@ mod tests {
             taken: Vec::new(),
             per_write,
             budget,
+            calls: 0,
         };
-        let written = queue
-            .push_frame_or_write(&mut socket, &binary(len), &payload)
-            .unwrap();
+        let written = send(&mut queue, &mut socket, &[&payload]).unwrap();
         (queue, socket, written)
     }
 
@@ -375,31 +450,62 @@ mod tests {
     }
 
     #[test]
-    fn small_frames_queued_bytes_and_a_full_socket_keep_the_copy() {
+    fn the_frames_of_a_batch_go_out_in_one_write_and_a_block_queues_the_rest_in_order() {
+        let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3_000 + usize::from(i)]).collect();
+        let frames: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let expected: Vec<u8> = frames
+            .iter()
+            .flat_map(|p| encoded(&binary(p.len()), p))
+            .collect();
+        // A socket that takes everything: one call for all five frames.
         let mut socket = Trickle {
             taken: Vec::new(),
             per_write: usize::MAX,
             budget: usize::MAX,
+            calls: 0,
         };
         let mut queue = WriteQueue::default();
-        let small = [1; DIRECT_WRITE_MIN - 1];
-        let header = binary(small.len());
         assert_eq!(
-            queue
-                .push_frame_or_write(&mut socket, &header, &small)
-                .unwrap(),
-            0
+            send(&mut queue, &mut socket, &frames).unwrap(),
+            expected.len()
         );
-        assert_eq!(queue.len(), small.len() + 4);
-        // Something is queued: a large frame goes behind it, not before.
+        assert_eq!(socket.taken, expected);
+        assert_eq!(socket.calls, 1);
+        assert!(queue.is_empty() && queue.front.capacity() == 0);
+        // Blocked in the middle of the third payload, then in a header: the rest is
+        // queued, and drained after it comes out exactly as the frames.
+        for budget in [2 * 3_004 + 1_000, 3_004 + 2] {
+            let mut socket = Trickle {
+                taken: Vec::new(),
+                per_write: 2_500,
+                budget,
+                calls: 0,
+            };
+            let mut queue = WriteQueue::default();
+            assert_eq!(send(&mut queue, &mut socket, &frames).unwrap(), budget);
+            assert!(queue.is_blocked());
+            assert_eq!(queue.len(), expected.len() - budget);
+            socket.budget = usize::MAX;
+            queue.unblock();
+            queue.flush_until_blocked(&mut socket).unwrap();
+            assert_eq!(socket.taken, expected);
+        }
+    }
+
+    #[test]
+    fn queued_bytes_and_a_full_socket_keep_the_copy() {
+        let mut socket = Trickle {
+            taken: Vec::new(),
+            per_write: usize::MAX,
+            budget: usize::MAX,
+            calls: 0,
+        };
+        let mut queue = WriteQueue::default();
+        let small = [1; 100];
+        queue.push_frame(&binary(small.len()), &small);
+        // Something is queued: the batch goes behind it, not before.
         let large = [2; 2 * DIRECT_WRITE_MIN];
-        let header = binary(large.len());
-        assert_eq!(
-            queue
-                .push_frame_or_write(&mut socket, &header, &large)
-                .unwrap(),
-            0
-        );
+        assert_eq!(send(&mut queue, &mut socket, &[&large]).unwrap(), 0);
         assert!(socket.taken.is_empty());
         queue.flush_until_blocked(&mut socket).unwrap();
         let expected = [
@@ -413,12 +519,7 @@ mod tests {
             blocked: true,
             ..WriteQueue::default()
         };
-        assert_eq!(
-            queue
-                .push_frame_or_write(&mut socket, &header, &large)
-                .unwrap(),
-            0
-        );
+        assert_eq!(send(&mut queue, &mut socket, &[&large]).unwrap(), 0);
         assert_eq!(queue.len(), large.len() + 4);
     }
 
@@ -435,9 +536,7 @@ mod tests {
         }
         let mut queue = WriteQueue::default();
         let payload = [0; DIRECT_WRITE_MIN];
-        let err = queue
-            .push_frame_or_write(&mut Broken, &binary(payload.len()), &payload)
-            .unwrap_err();
+        let err = send(&mut queue, &mut Broken, &[&payload]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
@@ -457,6 +556,7 @@ mod tests {
             taken: Vec::new(),
             per_write: 7,
             budget: 100,
+            calls: 0,
         };
         assert_eq!(queue.flush_until_blocked(&mut socket).unwrap(), 100);
         assert_eq!(queue.len(), 204);
@@ -482,6 +582,7 @@ mod tests {
             taken: Vec::new(),
             per_write: 3 * BLOCK / 2,
             budget: 2 * BLOCK + 5,
+            calls: 0,
         };
         queue.flush_until_blocked(&mut socket).unwrap();
         assert_eq!(queue.len(), data.len() - (2 * BLOCK + 5));
