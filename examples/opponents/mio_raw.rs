@@ -29,8 +29,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use wsreactor::protocol::handshake::accept_key;
 
 const LISTENER: Token = Token(usize::MAX);
-/// Bytes read per `read` call, one buffer for the whole server (as in wsreactor).
-const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read per `read` call, one buffer for the whole server: wsreactor's default
+/// `--read-buffer-size`.
+const READ_BUFFER: usize = 256 * 1024;
 /// Stop reading a connection while this much echo is queued for it.
 const HIGH_WATERMARK: usize = 16 * 1024 * 1024;
 /// The longest request head accepted.
