@@ -8,7 +8,8 @@ use common::{
     expect_eof, masked_frame, raw_upgrade, read_close, read_frame, read_message, ServerProcess,
 };
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
 
 /// Sends `wire` on a fresh connection and asserts that the server answers with a close
 /// frame with `code` and then ends the TCP connection (§7.1.7 "Fail the WebSocket
@@ -206,4 +207,25 @@ fn data_sent_after_the_close_frame_is_ignored() {
         [(0x1, &b"before"[..]), (0x8, &1000u16.to_be_bytes()[..])],
         "the echo of what came before, then the close, then nothing"
     );
+}
+
+#[test]
+fn a_message_and_the_fin_in_one_segment_are_both_seen() {
+    // TCP_CORK holds the frame back, and the shutdown sends it with the FIN in one
+    // segment: one readable event that also says the peer closed. The server must
+    // read past its first, short read to see the EOF, since no later event comes.
+    let server = ServerProcess::start(&[]);
+    let mut stream = common::raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
+    socket2::SockRef::from(&stream).set_cork(true).unwrap();
+    stream
+        .write_all(&masked_frame(true, 0x1, b"last words"))
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut controls = Vec::new();
+    assert_eq!(
+        read_message(&mut stream, &mut controls),
+        (0x1, b"last words".to_vec())
+    );
+    // A close without a close frame: the server drops the connection (§7.1.5, 1006).
+    expect_eof(&mut stream);
 }

@@ -51,6 +51,21 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// Reads per connection per loop turn: a client that never stops sending is served
 /// in turns with everyone else instead of holding the loop.
 const MAX_READS_PER_TURN: usize = 16;
+
+/// How [`Server::read_until_blocked`] knows it has read everything the socket holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drained {
+    /// After a read that did not fill the buffer, on a readable event. A short read
+    /// emptied the socket's receive queue (`recv` copies all that is queued, up to the
+    /// buffer), and with edge-triggered readiness every later arrival raises a new
+    /// event; so the read that would only return `WouldBlock` (one syscall in three
+    /// for small echoes) is skipped.
+    ByShortRead,
+    /// Only at `WouldBlock` or EOF: when the event says the peer closed or the socket
+    /// failed (a FIN that came with the data shows only as the next read's 0), and
+    /// when there was no event at all (the ready list, a new connection).
+    AtEof,
+}
 /// How long to stop accepting when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -437,15 +452,17 @@ impl<H: Handler> Server<H> {
                             self.shared.flush(slot, true);
                             self.settle(now);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_until_blocked(slot, now);
+                        if event.is_read_closed() || event.is_error() {
+                            self.read_until_blocked(slot, now, Drained::AtEof);
+                        } else if event.is_readable() {
+                            self.read_until_blocked(slot, now, Drained::ByShortRead);
                         }
                     }
                 }
             }
             for id in std::mem::take(&mut self.shared.ready) {
                 if self.shared.conns.get(id.slot).is_some_and(|c| c.is(id)) {
-                    self.read_until_blocked(id.slot, now);
+                    self.read_until_blocked(id.slot, now, Drained::AtEof);
                 }
             }
             self.fire_timers(now);
@@ -593,10 +610,12 @@ impl<H: Handler> Server<H> {
         self.shared.set_deadline(slot, at);
         // The client may have sent its request already; edge-triggered readiness for
         // it may come with the registration or not, so read now.
-        self.read_until_blocked(slot, now);
+        self.read_until_blocked(slot, now, Drained::AtEof);
     }
 
-    fn read_until_blocked(&mut self, slot: usize, now: Instant) {
+    /// Reads and handles what connection `slot` has sent, until the socket is drained
+    /// (as `drained` tells), reading pauses, or `MAX_READS_PER_TURN` reads.
+    fn read_until_blocked(&mut self, slot: usize, now: Instant, drained: Drained) {
         let now_tick = self.shared.clock.tick_ceil(now);
         for _ in 0..MAX_READS_PER_TURN {
             let Some(conn) = self.shared.conns.get_mut(slot) else {
@@ -624,6 +643,7 @@ impl<H: Handler> Server<H> {
             if let Phase::Open { ping_outstanding } = &mut conn.phase {
                 *ping_outstanding = false;
             }
+            let short = n < self.read_buf.len();
             let input = &mut self.read_buf[..n];
             match conn.phase {
                 Phase::Handshaking { .. } => {
@@ -636,6 +656,9 @@ impl<H: Handler> Server<H> {
                 Phase::Draining { .. } => {}
             }
             self.settle(now);
+            if short && drained == Drained::ByShortRead {
+                return;
+            }
         }
         // The socket may hold more: come back next turn rather than starve the others.
         if let Some(conn) = self.shared.conns.get(slot) {
