@@ -108,11 +108,21 @@ pub struct WriteQueue {
 
 impl WriteQueue {
     /// Appends one frame: its header, then its payload (already masked if it must be).
+    /// A frame that fits in the last block (every small echo) is copied there in one
+    /// go; a larger one is spread over blocks by `push_bytes`.
     pub fn push_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
         let mut head = [0u8; MAX_HEADER_LEN];
-        let len = header.encode(&mut head);
-        self.push_bytes(&head[..len]);
-        self.push_bytes(payload);
+        let head_len = header.encode(&mut head);
+        let head = &head[..head_len];
+        let block = self.last_with_room();
+        if BLOCK - block.len() >= head.len() + payload.len() {
+            block.extend_from_slice(head);
+            block.extend_from_slice(payload);
+            self.len += head.len() + payload.len();
+        } else {
+            self.push_bytes(head);
+            self.push_bytes(payload);
+        }
     }
 
     /// Sends the frames of `batch` and empties it (also on an error). While nothing is queued and the
