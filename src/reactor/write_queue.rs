@@ -356,6 +356,17 @@ mod tests {
         calls: usize,
     }
 
+    impl Trickle {
+        fn new(per_write: usize, budget: usize) -> Self {
+            Trickle {
+                taken: Vec::new(),
+                per_write,
+                budget,
+                calls: 0,
+            }
+        }
+    }
+
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if self.budget == 0 {
@@ -426,12 +437,7 @@ mod tests {
     fn direct(len: usize, per_write: usize, budget: usize) -> (WriteQueue, Trickle, usize) {
         let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let mut queue = WriteQueue::default();
-        let mut socket = Trickle {
-            taken: Vec::new(),
-            per_write,
-            budget,
-            calls: 0,
-        };
+        let mut socket = Trickle::new(per_write, budget);
         let written = send(&mut queue, &mut socket, &[&payload]).unwrap();
         (queue, socket, written)
     }
@@ -500,12 +506,7 @@ mod tests {
             .flat_map(|p| encoded(&binary(p.len()), p))
             .collect();
         // A socket that takes everything: one call for all five frames.
-        let mut socket = Trickle {
-            taken: Vec::new(),
-            per_write: usize::MAX,
-            budget: usize::MAX,
-            calls: 0,
-        };
+        let mut socket = Trickle::new(usize::MAX, usize::MAX);
         let mut queue = WriteQueue::default();
         assert_eq!(
             send(&mut queue, &mut socket, &frames).unwrap(),
@@ -517,12 +518,7 @@ mod tests {
         // Blocked in the middle of the third payload, then in a header: the rest is
         // queued, and drained after it comes out exactly as the frames.
         for budget in [2 * 3_004 + 1_000, 3_004 + 2] {
-            let mut socket = Trickle {
-                taken: Vec::new(),
-                per_write: 2_500,
-                budget,
-                calls: 0,
-            };
+            let mut socket = Trickle::new(2_500, budget);
             let mut queue = WriteQueue::default();
             assert_eq!(send(&mut queue, &mut socket, &frames).unwrap(), budget);
             assert!(queue.is_blocked());
@@ -536,12 +532,7 @@ mod tests {
 
     #[test]
     fn queued_bytes_and_a_full_socket_keep_the_copy() {
-        let mut socket = Trickle {
-            taken: Vec::new(),
-            per_write: usize::MAX,
-            budget: usize::MAX,
-            calls: 0,
-        };
+        let mut socket = Trickle::new(usize::MAX, usize::MAX);
         let mut queue = WriteQueue::default();
         let small = [1; 100];
         queue.push_frame(&binary(small.len()), &small);
@@ -594,12 +585,7 @@ mod tests {
         };
         queue.push_frame(&header, &[7; 300]);
         assert_eq!(queue.len(), 304);
-        let mut socket = Trickle {
-            taken: Vec::new(),
-            per_write: 7,
-            budget: 100,
-            calls: 0,
-        };
+        let mut socket = Trickle::new(7, 100);
         assert_eq!(queue.flush_until_blocked(&mut socket).unwrap(), 100);
         assert_eq!(queue.len(), 204);
         assert!(queue.is_blocked());
@@ -620,12 +606,7 @@ mod tests {
         assert_eq!(queue.len(), data.len());
         assert_eq!(queue.blocks().count(), 6, "full blocks, no reallocation");
         assert!(queue.blocks().all(|b| b.capacity() == BLOCK));
-        let mut socket = Trickle {
-            taken: Vec::new(),
-            per_write: 3 * BLOCK / 2,
-            budget: 2 * BLOCK + 5,
-            calls: 0,
-        };
+        let mut socket = Trickle::new(3 * BLOCK / 2, 2 * BLOCK + 5);
         queue.flush_until_blocked(&mut socket).unwrap();
         assert_eq!(queue.len(), data.len() - (2 * BLOCK + 5));
         assert_eq!(queue.blocks().count(), 4, "written blocks are freed");
