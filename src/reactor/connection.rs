@@ -7,7 +7,7 @@ use crate::protocol::encoder::{control_header, Fragmenter};
 use crate::protocol::{CloseCode, CloseFrame, Decoder, MessageKind, OpCode};
 use mio::net::TcpStream;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 
 /// Where a connection is in its life (RFC 6455 §4 and §7).
 ///
@@ -193,27 +193,12 @@ impl Connection {
         data: &[u8],
         end_of_message: bool,
     ) -> io::Result<usize> {
-        let (queue, socket) = (&mut self.queue, &mut self.socket);
-        let mut batch = FrameBatch::default();
-        let mut result = Ok(0);
-        let mut write = |batch: &mut FrameBatch<'_>| {
-            if let Ok(written) = &mut result {
-                match queue.write_frames(socket, batch) {
-                    Ok(n) => *written += n,
-                    Err(e) => result = Err(e),
-                }
-            }
-        };
-        self.fragmenter
-            .frames(kind, data, end_of_message, |header, payload| {
-                if batch.push(&header, payload) {
-                    write(&mut batch);
-                }
-            });
-        if !batch.is_empty() {
-            write(&mut batch);
-        }
-        result
+        write_frames_of(
+            &mut self.fragmenter,
+            &mut self.queue,
+            &mut self.socket,
+            (kind, data, end_of_message),
+        )
     }
 
     /// Queues a control frame (ping, pong or close).
@@ -235,10 +220,85 @@ impl Connection {
     }
 }
 
+/// Cuts a data part into frames and sends them in batches of up to `GATHER` frames
+/// with [`WriteQueue::write_frames`]; after a write error the rest is dropped.
+fn write_frames_of(
+    fragmenter: &mut Fragmenter,
+    queue: &mut WriteQueue,
+    socket: &mut impl Write,
+    (kind, data, end_of_message): (MessageKind, &[u8], bool),
+) -> io::Result<usize> {
+    let mut batch = FrameBatch::default();
+    let mut result = Ok(0);
+    // Empties the batch whatever happens, so that it never overflows.
+    let mut write = |batch: &mut FrameBatch<'_>| match &mut result {
+        Ok(written) => match queue.write_frames(socket, batch) {
+            Ok(n) => *written += n,
+            Err(e) => result = Err(e),
+        },
+        Err(_) => batch.clear(),
+    };
+    fragmenter.frames(kind, data, end_of_message, |header, payload| {
+        if batch.push(&header, payload) {
+            write(&mut batch);
+        }
+    });
+    if !batch.is_empty() {
+        write(&mut batch);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::mem::size_of;
+
+    /// A socket that takes `budget` bytes, then fails.
+    struct Failing {
+        budget: usize,
+        calls: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.budget == 0 {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let n = buf.len().min(self.budget);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_error_drops_the_rest_of_a_part_of_many_batches() {
+        // 4 KiB frames: a 256 KiB read makes 64 of them, four full batches. The
+        // socket fails in the first; the later batches are dropped, not written.
+        let data = vec![7u8; 256 * 1024];
+        for budget in [0, 1000, 70_000] {
+            let mut socket = Failing { budget, calls: 0 };
+            let mut queue = WriteQueue::default();
+            let result = write_frames_of(
+                &mut Fragmenter::new(4096),
+                &mut queue,
+                &mut socket,
+                (MessageKind::Binary, &data, true),
+            );
+            assert_eq!(
+                result.map_err(|e| e.kind()),
+                Err(io::ErrorKind::ConnectionReset)
+            );
+            assert!(queue.is_empty());
+            // The default `write_vectored` writes one iovec per call: the calls stop
+            // within the second batch (the 70,000 bytes take the first one whole).
+            assert!(socket.calls <= 2 * 2 * 16, "{} calls", socket.calls);
+        }
+    }
 
     /// ARCHITECTURE.md §13: every connection pays for this struct, idle or not. (With
     /// debug assertions, as in the tests, mio's `TcpStream` carries an 8-byte selector

@@ -66,6 +66,7 @@ enum Drained {
     /// when there was no event at all (the ready list, a new connection).
     AtEof,
 }
+
 /// How long to stop accepting when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

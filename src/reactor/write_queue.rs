@@ -78,9 +78,10 @@ impl Default for FrameBatch<'_> {
 }
 
 impl<'d> FrameBatch<'d> {
-    /// Adds a frame; true when the batch is full and must be written before the next.
+    /// Adds a frame; true when the batch is full and must be written (or cleared)
+    /// before the next push.
     pub fn push(&mut self, header: &FrameHeader, payload: &'d [u8]) -> bool {
-        // `len < GATHER` here: a full batch is written (and emptied) before any push.
+        // `len < GATHER` here: the caller empties a full batch before pushing again.
         let i = self.len;
         self.head_lens[i] = header.encode(&mut self.heads[i]) as u8;
         self.payloads[i] = payload;
@@ -91,6 +92,11 @@ impl<'d> FrameBatch<'d> {
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Drops the frames waiting (after a write error, nothing more is sent).
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// The frames as they go on the wire: header, payload, header, payload, ...
@@ -157,10 +163,10 @@ impl WriteQueue {
         }
     }
 
-    /// Sends the frames of `batch` and empties it (also on an error). While nothing is queued and the
-    /// socket is not known to be full, they are written straight from their payload
-    /// slices, all in one vectored write, repeated while the socket takes bytes; what it
-    /// does not take is queued and the queue is marked blocked, as
+    /// Sends the frames of `batch` and empties it (also on an error). While nothing is
+    /// queued and the socket is not known to be full, they are written straight from
+    /// their payload slices, all in one vectored write, repeated while the socket takes
+    /// bytes; what it does not take is queued and the queue is marked blocked, as
     /// [`WriteQueue::flush_until_blocked`] would leave it. Otherwise they are queued
     /// whole, behind what is there (frames leave in order).
     ///
@@ -174,7 +180,7 @@ impl WriteQueue {
         batch: &mut FrameBatch<'_>,
     ) -> io::Result<usize> {
         let result = self.write_parts(socket, batch);
-        batch.len = 0;
+        batch.clear();
         result
     }
 
