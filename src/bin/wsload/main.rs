@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! wsload [--url ws://127.0.0.1:9001/] [--json] [--timeout SECS] [--source-ips IP|A-B]
-//!        [--no-progress] [--seed N] [--max-connecting N] <MODE>
+//!        [--no-progress] [--seed N] [--max-connecting N] [--raw-echo] <MODE>
 //!   echo   --connections C --in-flight W --size BYTES [--text] (--messages N | --duration SECS)
 //!   stream --size BYTES --count N [--text] [--in-flight W]
 //!   huge   --size BYTES [--frame-size N]
