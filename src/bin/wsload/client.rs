@@ -693,11 +693,11 @@ impl Conn {
                     self.out_pos = 0;
                 }
                 let start = self.out.len();
-                self.out.resize(start + n, 0);
-                let piece = &mut self.out[start..];
                 let text = ctx.w.kind == MessageKind::Text;
+                let msg = self.started - 1;
                 ctx.payloads
-                    .fill(text, self.index, self.started - 1, self.msg_pos, piece);
+                    .append(text, self.index, msg, self.msg_pos, n, &mut self.out);
+                let piece = &mut self.out[start..];
                 if ctx.w.checksum {
                     self.sent_sum.update(piece);
                 }

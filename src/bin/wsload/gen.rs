@@ -60,12 +60,24 @@ impl Payloads {
         &table[at..at + len.min(PERIOD)]
     }
 
-    /// Fills `out` with bytes `pos..pos + out.len()` of message `msg` on connection
-    /// `conn`.
-    pub fn fill(&self, text: bool, conn: usize, msg: u64, mut pos: u64, out: &mut [u8]) {
-        for piece in out.chunks_mut(PERIOD) {
-            piece.copy_from_slice(self.slice(text, conn, msg, pos, piece.len()));
-            pos += piece.len() as u64;
+    /// Appends bytes `pos..pos + len` of message `msg` on connection `conn` to `out`,
+    /// copied straight from the table.
+    pub fn append(
+        &self,
+        text: bool,
+        conn: usize,
+        msg: u64,
+        pos: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let end = pos + len as u64;
+        let mut at = pos;
+        while at < end {
+            // At most `PERIOD` bytes per slice, so the cast is lossless.
+            let n = (end - at).min(PERIOD as u64) as usize;
+            out.extend_from_slice(self.slice(text, conn, msg, at, n));
+            at += n as u64;
         }
     }
 }
@@ -109,8 +121,8 @@ mod tests {
         let p = Payloads::new(1);
         let len = 3 * PERIOD + 17;
         let message = |text, conn, msg| {
-            let mut out = vec![0u8; len];
-            p.fill(text, conn, msg, 0, &mut out);
+            let mut out = Vec::new();
+            p.append(text, conn, msg, 0, len, &mut out);
             out
         };
         let a = message(false, 0, 0);
@@ -118,10 +130,9 @@ mod tests {
         assert_ne!(a, message(false, 0, 1));
         // Cut anywhere, even across the table's end, the pieces are the same bytes.
         for cut in [1, 37, PERIOD - 1, PERIOD, PERIOD + 5] {
-            let mut pieces = vec![0u8; len];
-            let (x, y) = pieces.split_at_mut(cut);
-            p.fill(false, 0, 0, 0, x);
-            p.fill(false, 0, 0, cut as u64, y);
+            let mut pieces = Vec::new();
+            p.append(false, 0, 0, 0, cut, &mut pieces);
+            p.append(false, 0, 0, cut as u64, len - cut, &mut pieces);
             assert_eq!(a, pieces, "cut at {cut}");
         }
         let text = message(true, 0, 0);
@@ -143,11 +154,11 @@ mod tests {
     #[test]
     fn a_shift_by_a_power_of_two_block_changes_the_bytes() {
         let p = Payloads::new(9);
-        let mut a = vec![0u8; 4096];
-        let mut b = vec![0u8; 4096];
+        let mut a = Vec::new();
+        p.append(false, 0, 0, 0, 4096, &mut a);
         for block in [1u64 << 12, 1 << 14, 1 << 16, 1 << 20] {
-            p.fill(false, 0, 0, 0, &mut a);
-            p.fill(false, 0, 0, block, &mut b);
+            let mut b = Vec::new();
+            p.append(false, 0, 0, block, 4096, &mut b);
             assert_ne!(a, b, "shift by {block}");
         }
     }
