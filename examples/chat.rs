@@ -6,12 +6,11 @@
 //! It uses the message-level API, so each chat line arrives whole.
 //!
 //! ```text
-//! cargo run --release --example chat -- --addr 127.0.0.1:9002
+//! cargo run --release --example chat -- 127.0.0.1:9002
 //! ```
 //! Then open http://127.0.0.1:9002/ in two browser tabs (the demo page works as a
 //! chat client) and send text from one: both tabs receive it.
 
-use clap::Parser;
 use std::collections::BTreeSet;
 use wsreactor::app::{ConnId, MessageHandler, Messages};
 use wsreactor::protocol::handshake::UpgradeRequest;
@@ -62,15 +61,17 @@ impl MessageHandler for Chat {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    config: Config,
-}
-
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = Cli::parse().config;
+    // The address to listen on is the one argument (default 127.0.0.1:9002).
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9002".into());
+    let addr = addr.parse().map_err(std::io::Error::other)?;
+    let config = Config::builder()
+        .addr(addr)
+        .build()
+        .map_err(std::io::Error::other)?;
     // Chat lines are short: refuse anything over 64 KiB with close 1009.
     let server = Server::bind(config, Messages::new(Chat::default(), 64 * 1024))?;
     println!("chat on ws://{}/", server.local_addr()?);

@@ -12,7 +12,6 @@
 //!   order §7.1.1 asks).
 //!
 //! [`app`] sits on top: the [`app::Handler`] trait the reactor calls, and the echo.
-//! [`sys`] holds process settings the binaries share (the open-file limit).
 //!
 //! ```text
 //!  socket bytes -> reactor (read) -> protocol::Decoder -> events -> app::Handler
@@ -24,4 +23,6 @@
 pub mod app;
 pub mod protocol;
 pub mod reactor;
-pub mod sys;
+
+pub use reactor::config::{Config, ConfigBuilder, ConfigError};
+pub use reactor::{Metrics, Server, Workers};

@@ -19,7 +19,7 @@ pub mod timers;
 mod workers;
 pub mod write_queue;
 
-pub use config::Config;
+pub use config::{Config, ConfigBuilder, ConfigError};
 pub use metrics::Metrics;
 pub use workers::Workers;
 
@@ -159,7 +159,7 @@ impl Ctx<'_> {
                 let at = self
                     .shared
                     .clock
-                    .deadline(self.now, self.shared.config.close_timeout());
+                    .deadline(self.now, self.shared.config.close_timeout);
                 self.shared.set_deadline(conn.slot, at);
                 self.shared.touch(conn.slot);
                 true
@@ -277,7 +277,7 @@ impl Shared {
             write_shut: false,
             peer_closed: false,
         };
-        let at = self.clock.deadline(now, self.config.close_timeout());
+        let at = self.clock.deadline(now, self.config.close_timeout);
         self.set_deadline(slot, at);
         self.touch(slot);
     }
@@ -355,7 +355,7 @@ impl<H: Handler> Server<H> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let next_stats = config
-            .stats_interval()
+            .stats_interval
             .filter(|_| worker == 0)
             .map(|every| Instant::now() + every);
         Ok(Server {
@@ -412,7 +412,7 @@ impl<H: Handler> Server<H> {
     fn log_start(&self, workers: usize) -> io::Result<()> {
         let config = &self.shared.config;
         info!(
-            "listening on {} with {workers} worker{} (max connections {}, read buffer {} B, write watermarks {}/{} B, max frame out {} B, handshake/close/idle timeouts {}/{}/{} s, stats every {} s)",
+            "listening on {} with {workers} worker{} (max connections {}, read buffer {} B, write watermarks {}/{} B, max frame out {} B, handshake/close/idle timeouts {}/{}/{}, stats every {})",
             self.local_addr()?,
             if workers == 1 { "" } else { "s" },
             config.max_connections,
@@ -420,10 +420,10 @@ impl<H: Handler> Server<H> {
             config.write_low_watermark,
             config.write_high_watermark,
             config.max_frame_out,
-            config.handshake_timeout,
-            config.close_timeout,
-            config.idle_timeout,
-            config.stats_interval,
+            Seconds(Some(config.handshake_timeout)),
+            Seconds(Some(config.close_timeout)),
+            Seconds(config.idle_timeout),
+            Seconds(config.stats_interval),
         );
         Ok(())
     }
@@ -508,8 +508,7 @@ impl<H: Handler> Server<H> {
 
     /// Logs the counters of the whole group when they are due (see `--stats-interval`).
     fn log_stats(&mut self, now: Instant) {
-        let (Some(due), Some(every)) = (self.next_stats, self.shared.config.stats_interval())
-        else {
+        let (Some(due), Some(every)) = (self.next_stats, self.shared.config.stats_interval) else {
             return;
         };
         if now < due {
@@ -607,7 +606,7 @@ impl<H: Handler> Server<H> {
         let at = self
             .shared
             .clock
-            .deadline(now, self.shared.config.handshake_timeout());
+            .deadline(now, self.shared.config.handshake_timeout);
         self.shared.set_deadline(slot, at);
         // The client may have sent its request already; edge-triggered readiness for
         // it may come with the registration or not, so read now.
@@ -752,7 +751,7 @@ impl<H: Handler> Server<H> {
                     self.shared.remove(id.slot);
                 }
                 Phase::Open { ping_outstanding } => {
-                    let Some(idle) = self.shared.config.idle_timeout() else {
+                    let Some(idle) = self.shared.config.idle_timeout else {
                         continue;
                     };
                     let quiet_until = after_ticks(conn.last_read, idle);
@@ -794,10 +793,10 @@ impl<H: Handler> Server<H> {
             return;
         }
         info!(
-            "worker {} shutting down: closing {} connections (up to {} s)",
+            "worker {} shutting down: closing {} connections (up to {})",
             self.worker,
             self.shared.conns.len(),
-            self.shared.config.shutdown_timeout
+            Seconds(Some(self.shared.config.shutdown_timeout))
         );
         // Close the listener, not just stop polling it: a deregistered listener still
         // completes TCP handshakes into its backlog, and those clients would hang
@@ -807,7 +806,7 @@ impl<H: Handler> Server<H> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused_until = None;
-        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout());
+        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
         let slots: Vec<usize> = self.shared.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let Some(conn) = self.shared.conns.get(slot) else {
@@ -963,7 +962,7 @@ fn on_handshake_input<H: Handler>(
         request.path,
         protocol
     );
-    if let Some(idle) = shared.config.idle_timeout() {
+    if let Some(idle) = shared.config.idle_timeout {
         let at = shared.clock.deadline(now, idle);
         shared.set_deadline(slot, at);
     } else if let Some(conn) = shared.conns.get_mut(slot) {
@@ -1102,6 +1101,18 @@ fn fail<H: Handler>(
         now,
     );
     shared.begin_draining(slot, now);
+}
+
+/// A duration in the start line: `1.5 s`, or `off`.
+struct Seconds(Option<Duration>);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{} s", d.as_secs_f64()),
+            None => f.write_str("off"),
+        }
+    }
 }
 
 /// Whether an accept error means the process or system is out of file descriptors

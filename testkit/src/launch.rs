@@ -1,11 +1,8 @@
 //! How the `wsreactor` binary is started for a test or a measurement: on an ephemeral
 //! loopback port, its address read back from the first line it prints.
 //!
-//! This file is self-contained (no dependency on the rest of `tests/common`):
-//! `examples/huge_echo.rs` includes it too, with
-//! `#[path = "../tests/common/launch.rs"] mod launch;`, and the integration tests use it
-//! through `common::ServerProcess`.
-#![allow(dead_code)] // each includer uses a different part of this module
+//! The server's end-to-end tests, the `huge_echo` measurement and the criterion
+//! bench `echo_roundtrip` start it this way.
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -39,4 +36,21 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
         .strip_prefix("listening on ws://")
         .and_then(|rest| rest.strip_suffix('/'))
         .and_then(|addr| addr.parse().ok())
+}
+
+/// The `wsreactor` binary of the running test's profile: `target/PROFILE/wsreactor`,
+/// next to the `deps/` folder that holds test executables (cargo builds a package's
+/// binaries before its integration tests; other callers build it first).
+pub fn server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .ancestors()
+        .find(|dir| dir.join("wsreactor").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no wsreactor binary above {}: build it (cargo build -p wsreactor-server)",
+                exe.display()
+            )
+        });
+    profile_dir.join("wsreactor")
 }

@@ -28,10 +28,7 @@
 
 // The payload stream and the server start-up are shared with the integration tests
 // (these files do not depend on the rest of the tests' harness).
-#[path = "../tests/common/launch.rs"]
-mod launch;
-#[path = "../tests/common/payload.rs"]
-mod payload;
+use wsreactor_testkit::{launch, payload};
 
 use payload::Checksum;
 

@@ -1,21 +1,11 @@
-//! Shared helpers for the integration tests: start the real `wsreactor` binary on an
-//! ephemeral port, talk to it with `tungstenite` or with hand-built frames over raw
-//! TCP, and read its memory use from `/proc`.
+//! Talking to a server by hand: raw TCP with hand-built frames, or `tungstenite`.
 //!
-//! The raw-frame reader here is deliberately independent of the crate's own decoder,
-//! so that a bug in the decoder cannot hide itself in the tests.
-//!
-//! Submodules: [`payload`], the deterministic payload generators, and [`launch`], how
-//! the binary is started (both self-contained, as `examples/huge_echo.rs` includes
-//! them too).
-#![allow(dead_code)] // each test file uses a different part of this module
+//! The frame reader and writer here are deliberately independent of the library's
+//! own decoder and encoder, so that a bug there cannot hide itself in the tests.
 
-pub mod launch;
-pub mod payload;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus};
+use crate::Listening;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Opcodes (RFC 6455 §5.2).
@@ -26,96 +16,9 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
-/// Server arguments for small write watermarks (1 MiB high, 256 KiB low), for the tests
-/// that bound the server's memory or make back-pressure set in early.
-pub const SMALL_WRITE_WATERMARKS: [&str; 4] = [
-    "--write-high-watermark",
-    "1048576",
-    "--write-low-watermark",
-    "262144",
-];
-
-/// Reads the server's first stdout line, `listening on ws://ADDR/`, and returns ADDR.
-fn read_listening_addr(child: &mut Child) -> SocketAddr {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listening line");
-    launch::listening_addr(&line).unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-}
-
-/// The server binary running as a child process; killed when dropped.
-pub struct ServerProcess {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts `wsreactor --addr 127.0.0.1:0 ARGS…` and waits for its "listening on" line.
-    /// Its log goes to stderr at `RUST_LOG` (default `warn`).
-    pub fn start(args: &[&str]) -> Self {
-        Self::start_with_prefix(&[], args)
-    }
-
-    /// Like [`ServerProcess::start`], run through a wrapper command (e.g.
-    /// `["prlimit", "--nofile=64:64", "--"]`), which must `exec` the server so that
-    /// the child's pid is the server's.
-    pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> Self {
-        let binary = env!("CARGO_BIN_EXE_wsreactor");
-        let mut command = match prefix {
-            [] => Command::new(binary),
-            [wrapper, rest @ ..] => {
-                let mut command = Command::new(wrapper);
-                command.args(rest).arg(binary);
-                command
-            }
-        };
-        let mut child = launch::configure_server(&mut command, args)
-            .spawn()
-            .expect("start wsreactor");
-        let addr = read_listening_addr(&mut child);
-        ServerProcess { child, addr }
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `ws://addr/`.
-    pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-
-    /// A field of `/proc/PID/status` in KiB (e.g. "VmRSS", "VmHWM").
-    pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
-    }
-
-    /// Sends SIGTERM and waits (up to `within`) for the process to exit.
-    pub fn terminate(self, within: Duration) -> ExitStatus {
-        self.stop_with(libc::SIGTERM, within)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A `tungstenite` client connected to `server`, with no message or frame size limit.
-pub fn connect(server: &ServerProcess) -> tungstenite::WebSocket<TcpStream> {
-    let stream = TcpStream::connect(server.addr).expect("connect");
+pub fn connect(server: &impl Listening) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(server.addr()).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -136,8 +39,8 @@ pub const UPGRADE_REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade:
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 /// A raw TCP connection to `server` with a read timeout.
-pub fn raw_connect(server: &ServerProcess) -> TcpStream {
-    let stream = TcpStream::connect(server.addr).expect("connect");
+pub fn raw_connect(server: &impl Listening) -> TcpStream {
+    let stream = TcpStream::connect(server.addr()).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
@@ -169,7 +72,7 @@ pub fn read_http_head(stream: &mut TcpStream) -> String {
 }
 
 /// A raw TCP connection that completed the opening handshake.
-pub fn raw_upgrade(server: &ServerProcess) -> TcpStream {
+pub fn raw_upgrade(server: &impl Listening) -> TcpStream {
     let mut stream = raw_connect(server);
     let head = http_exchange(&mut stream, UPGRADE_REQUEST.as_bytes());
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -177,7 +80,7 @@ pub fn raw_upgrade(server: &ServerProcess) -> TcpStream {
 }
 
 /// [`raw_upgrade`] with its read timeout set to `read_timeout`.
-pub fn raw_upgrade_with_read_timeout(server: &ServerProcess, read_timeout: Duration) -> TcpStream {
+pub fn raw_upgrade_with_read_timeout(server: &impl Listening, read_timeout: Duration) -> TcpStream {
     let stream = raw_upgrade(server);
     stream
         .set_read_timeout(Some(read_timeout))
@@ -304,70 +207,9 @@ pub fn expect_eof(stream: &mut TcpStream) {
     }
 }
 
-/// The server's log lines (stderr), read by a thread as they come.
-pub struct LogLines(std::sync::mpsc::Receiver<String>);
-
-impl LogLines {
-    /// Waits up to `within` for a log line containing `needle`, skipping the others;
-    /// returns it, or `None` if none came in time (or the server's stderr closed).
-    pub fn wait_for(&self, needle: &str, within: Duration) -> Option<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match self.0.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
-impl ServerProcess {
-    /// Like [`ServerProcess::start`], with the log at `level` (`RUST_LOG`) captured
-    /// instead of inherited: its lines arrive through the returned [`LogLines`].
-    pub fn start_with_log(level: &str, args: &[&str]) -> (Self, LogLines) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wsreactor"));
-        launch::configure_server(&mut command, args)
-            .env("RUST_LOG", level)
-            .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().expect("start wsreactor");
-        let stderr = child.stderr.take().expect("stderr");
-        let (lines, receiver) = std::sync::mpsc::channel();
-        // Draining stderr all along also keeps the server from blocking on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = lines.send(line);
-            }
-        });
-        let addr = read_listening_addr(&mut child);
-        (ServerProcess { child, addr }, LogLines(receiver))
-    }
-
-    /// Like [`ServerProcess::terminate`], with `signal` (e.g. `libc::SIGINT`).
-    pub fn stop_with(mut self, signal: i32, within: Duration) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, signal);
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// `GET /metrics` from `server`: every sample of the Prometheus text, keyed by its
 /// name with labels as written (`wsreactor_messages_total{direction="in"}`).
-pub fn metrics(server: &ServerProcess) -> std::collections::BTreeMap<String, u64> {
+pub fn metrics(server: &impl Listening) -> std::collections::BTreeMap<String, u64> {
     let mut stream = raw_connect(server);
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -390,7 +232,7 @@ pub fn metrics(server: &ServerProcess) -> std::collections::BTreeMap<String, u64
 /// as a client's FIN, a moment after the client saw its side of them); returns them.
 /// Panics with the last sample after `within`.
 pub fn metrics_when(
-    server: &ServerProcess,
+    server: &impl Listening,
     within: Duration,
     done: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
 ) -> std::collections::BTreeMap<String, u64> {

@@ -65,7 +65,7 @@ impl Observed {
 
 fn slow_reader_gets_every_byte_back(args: &[&str]) -> Observed {
     let server = Arc::new(ServerProcess::start(args));
-    let mut stream = raw_upgrade(&server);
+    let mut stream = raw_upgrade(&*server);
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
 

@@ -33,18 +33,15 @@
 //! the client and the server on separate CPUs is what `scripts/compare` measures.
 //!
 //! Run with `cargo bench --bench echo_roundtrip` (add `-- --quick` for a fast check, or
-//! a filter such as `-- roundtrip_1KiB`). No manual step is needed: the wsreactor
-//! binary is the one cargo builds for this bench (`CARGO_BIN_EXE_wsreactor`, so
-//! `target/release/wsreactor` under `cargo bench`), and the opponents are built by the
-//! bench itself, the first time a benchmark needs a server, with
-//! `cargo build [--release] --example opponent_…` (`$CARGO`, the cargo running the
-//! bench) in the same profile as the bench: `--release` under `cargo bench`, the dev
-//! profile (opt-level 2) under `cargo test --all-targets`, which runs every benchmark
-//! once as a test and has already built the examples, so the build is a no-op there.
+//! a filter such as `-- roundtrip_1KiB`). No manual step is needed: the bench builds
+//! the servers itself, the first time a benchmark needs one, in its own profile
+//! (`--release` under `cargo bench`, the dev profile under `cargo test`) with
+//! `$CARGO`, the cargo running it: `cargo build -p wsreactor-server --bin wsreactor`
+//! (alone, so that it is exactly the binary a user builds), then
+//! `cargo build -p wsreactor-bench --example opponent_…`.
 //! The servers are killed when the bench exits.
 
-#[path = "../tests/common/launch.rs"]
-mod launch;
+use wsreactor_testkit::launch;
 
 use std::cell::OnceCell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -96,12 +93,27 @@ fn profile_dir() -> PathBuf {
 
 /// Builds the opponent examples in the bench's own profile and returns their folder.
 fn build_opponents() -> PathBuf {
+    let examples: Vec<&str> = OPPONENTS.iter().map(|(_, example)| *example).collect();
+    cargo_build("wsreactor-bench", "--example", &examples);
+    profile_dir().join("examples")
+}
+
+/// The `wsreactor` binary, built by `cargo build -p wsreactor-server --bin wsreactor`
+/// in the bench's profile: a cargo invocation of its own, so that no feature of
+/// the opponents' dependencies is unified into it and it is the binary a user runs.
+fn build_wsreactor() -> PathBuf {
+    cargo_build("wsreactor-server", "--bin", &["wsreactor"]);
+    profile_dir().join("wsreactor")
+}
+
+/// Runs `cargo build -p PACKAGE KIND TARGET…` in the bench's own profile.
+fn cargo_build(package: &str, kind: &str, targets: &[&str]) {
     let dir = profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut command = Command::new(cargo);
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet"]);
+        .args(["build", "--quiet", "-p", package]);
     match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -112,12 +124,11 @@ fn build_opponents() -> PathBuf {
         }
         None => panic!("unexpected bench location {}", dir.display()),
     }
-    for (_, example) in OPPONENTS {
-        command.args(["--example", example]);
+    for target in targets {
+        command.args([kind, target]);
     }
-    let status = command.status().expect("run cargo build for the opponents");
-    assert!(status.success(), "building the opponents failed: {status}");
-    dir.join("examples")
+    let status = command.status().expect("run cargo build");
+    assert!(status.success(), "building {package} failed: {status}");
 }
 
 /// Starts `binary --addr 127.0.0.1:0` and reads the address from its first line.
@@ -182,12 +193,10 @@ struct Lab {
 impl Lab {
     fn servers(&self) -> &[Server] {
         self.servers.get_or_init(|| {
+            let wsreactor = build_wsreactor();
             let examples = build_opponents();
             pin_to_one_cpu();
-            let mut servers = vec![start(
-                "wsreactor",
-                Path::new(env!("CARGO_BIN_EXE_wsreactor")),
-            )];
+            let mut servers = vec![start("wsreactor", &wsreactor)];
             for (name, example) in OPPONENTS {
                 servers.push(start(name, &examples.join(example)));
             }

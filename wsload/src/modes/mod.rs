@@ -69,7 +69,7 @@ impl Setup {
     /// run if it stays too low), and warns if there are not enough ephemeral ports.
     pub fn prepare(&self, connections: usize) -> Result<(), String> {
         let needed = connections as u64 + SPARE_FDS;
-        let limit = wsreactor::sys::raise_open_file_limit_to(needed)
+        let limit = wsreactor_testkit::sys::raise_open_file_limit_to(needed)
             .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
         if limit.soft < needed {
             return Err(format!(

@@ -1,6 +1,8 @@
 //! The broadcast chat example really broadcasts: what one client says, every client
 //! hears, and a departure is announced.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -20,18 +22,18 @@ fn read_text(ws: &mut tungstenite::WebSocket<TcpStream>) -> String {
 #[test]
 fn a_message_from_one_client_reaches_every_client() {
     // The example is built by `cargo test --all-targets`; run it from its target dir.
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_wsreactor"))
+    let exe = common::launch::server_binary()
         .with_file_name("examples")
         .join("chat");
     if !exe.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "chat"])
+            .args(["build", "-p", "wsreactor", "--example", "chat"])
             .status()
             .expect("cargo build --example chat");
         assert!(status.success());
     }
     let mut child = Command::new(&exe)
-        .args(["--addr", "127.0.0.1:0"])
+        .arg("127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

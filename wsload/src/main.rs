@@ -18,9 +18,8 @@ mod cli;
 mod client;
 mod gen;
 mod modes;
-// The deterministic payload stream shared with the tests and `examples/huge_echo.rs`.
-#[path = "../../../tests/common/payload.rs"]
-mod payload;
+// The deterministic payload stream shared with the tests and `huge_echo`.
+use wsreactor_testkit::payload;
 mod progress;
 mod report;
 mod sysinfo;

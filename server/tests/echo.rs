@@ -5,6 +5,7 @@
 mod common;
 
 use common::payload::{patterned_bytes, patterned_text};
+use common::Listening;
 use common::{
     connect, expect_eof, masked_frame, raw_upgrade, read_close, read_frame, read_message,
     ServerFrame, ServerProcess,

@@ -3,14 +3,25 @@
 //! (closed port, corrupted echo, the wrong kind of echo, bad arguments), each with a
 //! non-zero exit status.
 
-mod common;
-
-use common::ServerProcess;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::thread;
+use wsreactor_testkit::Listening;
+
+/// The library's streaming echo, in this process on a free port, for as long as the
+/// test runs.
+fn echo_server() -> SocketAddr {
+    let config = wsreactor::Config::builder()
+        .addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .expect("valid config");
+    let server = wsreactor::Server::bind(config, wsreactor::app::echo::Echo).expect("bind");
+    let addr = server.local_addr().expect("address");
+    thread::spawn(move || server.run());
+    addr
+}
 
 /// Runs `wsload --json --no-progress --timeout 30 ARGS…`.
 fn wsload(url: &str, args: &[&str]) -> Output {
@@ -75,7 +86,7 @@ fn assert_latency(json: &Value) {
 
 #[test]
 fn echo_verifies_every_message_of_every_connection() {
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     let json = run_ok(
         &server.url(),
         &["echo", "--connections", "10", "--messages", "100"],
@@ -97,7 +108,7 @@ fn echo_verifies_every_message_of_every_connection() {
 
 #[test]
 fn echo_with_text_messages_in_flight_for_a_duration() {
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     // 70000 bytes: longer than the server's 64 KiB frames, so echoes come back
     // fragmented while 4 messages per connection are in flight.
     let json = run_ok(
@@ -127,7 +138,7 @@ fn echo_with_text_messages_in_flight_for_a_duration() {
 
 #[test]
 fn stream_echoes_large_messages_back_to_back() {
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     let json = run_ok(
         &server.url(),
         &["stream", "--count", "10", "--size", "65536"],
@@ -143,7 +154,7 @@ fn stream_echoes_large_messages_back_to_back() {
 
 #[test]
 fn huge_streams_one_message_with_a_checksum() {
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     let json = run_ok(&server.url(), &["huge", "--size", "33554432"]);
     assert_eq!(json["mode"], "huge");
     assert_eq!(u64_of(&json, "messages"), 1);
@@ -167,8 +178,8 @@ fn huge_streams_one_message_with_a_checksum() {
 
 #[test]
 fn idle_holds_connections_and_reports_server_memory() {
-    let server = ServerProcess::start(&[]);
-    let pid = server.pid().to_string();
+    let server = echo_server();
+    let pid = std::process::id().to_string();
     let json = run_ok(
         &server.url(),
         &[
@@ -191,7 +202,7 @@ fn idle_holds_connections_and_reports_server_memory() {
     assert!(f64_of(&json, "accept_s") > 0.0);
     assert!(f64_of(&json, "conns_per_s") > 0.0);
     assert!(f64_of(&json, "elapsed_s") >= 1.0);
-    assert_eq!(u64_of(&json, "server_pid"), u64::from(server.pid()));
+    assert_eq!(u64_of(&json, "server_pid"), u64::from(std::process::id()));
     assert!(u64_of(&json, "server_rss_before_kib") > 0, "{json}");
     assert!(u64_of(&json, "server_rss_after_kib") > 0, "{json}");
     // A difference of two RSS readings: a number, possibly 0, not necessarily > 0.
@@ -267,10 +278,10 @@ fn corrupting_proxy(server: std::net::SocketAddr, flip_at: u64) -> String {
 
 #[test]
 fn a_corrupted_echo_fails_the_run() {
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     // Byte 100000 of the server's stream is inside the payload of the second echoed
     // frame (the 101 response and the first 64 KiB frame come before it).
-    let url = corrupting_proxy(server.addr, 100_000);
+    let url = corrupting_proxy(server, 100_000);
     let output = wsload(&url, &["huge", "--size", "1048576"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let json = json_of(&output);
@@ -290,7 +301,7 @@ fn raw_echo_server() -> String {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             thread::spawn(move || {
-                let head = common::read_http_head(&mut stream);
+                let head = wsreactor_testkit::raw::read_http_head(&mut stream);
                 let Some(key) = head.lines().find_map(|line| {
                     let (name, value) = line.split_once(':')?;
                     name.eq_ignore_ascii_case("sec-websocket-key")
@@ -353,7 +364,7 @@ fn the_wrong_kind_of_echo_fails_the_run() {
     let raw = raw_echo_server();
     expect_failure(&raw, &["echo", "--messages", "1"], "broke the protocol");
     // A WebSocket server's unmasked frames are not the raw echo's masked ones.
-    let server = ServerProcess::start(&[]);
+    let server = echo_server();
     expect_failure(
         &server.url(),
         &["--raw-echo", "echo", "--messages", "1"],

@@ -1,12 +1,8 @@
 //! Deterministic payload generators: the same bytes for the same arguments, so that a
 //! sender and a checker can produce a message independently and compare.
 //!
-//! This file is self-contained (no dependency on the rest of `tests/common`):
-//! `examples/huge_echo.rs` includes it too, with
-//! `#[path = "../tests/common/payload.rs"] mod payload;`, and so does the `wsload`
-//! load generator (`src/bin/wsload/main.rs`); the integration tests reach it as
-//! `common::payload`.
-#![allow(dead_code)] // each includer uses a different part of this module
+//! The integration tests, the `wsload` load generator and the `huge_echo`
+//! measurement all use these, so what one sends another can check.
 
 /// Word `index` of the pseudo-random stream `seed`: SplitMix64's output function on a
 /// counter, so any word can be produced without producing the ones before it.
