@@ -47,7 +47,7 @@ fn respond(request: &[u8]) -> Vec<u8> {
         Ok(Parsed::Complete {
             request: Request::Upgrade(upgrade),
             ..
-        }) => switching_protocols(&upgrade, None),
+        }) => switching_protocols(&upgrade, None, &[]),
         other => panic!("not an upgrade: {other:?}"),
     }
 }

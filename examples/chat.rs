@@ -1,63 +1,121 @@
-//! A broadcast chat room on the wsreactor library: every text message a client sends
-//! goes to every connected client, prefixed with the sender's number.
+//! A chat room on the wsreactor library: every text message a member sends goes to
+//! every member, prefixed with the sender's name — with per-connection state and a
+//! fan-out bounded by the send result.
 //!
-//! It shows that the reactor serves more than echo: the handler keeps its own state
-//! (who is connected) and sends to other connections than the one that spoke.
-//! It uses the message-level API, so each chat line arrives whole.
+//! * The name is chosen at the upgrade, from the query (`/?name=ada`), and kept as
+//!   the connection's [`Handler::State`]: no map from ids to names.
+//! * A member that does not read its messages would make the room's memory grow
+//!   with every line the others send. The send result says when a member's queue
+//!   is over the high watermark ([`Sent::Backpressure`]): from then on the member is
+//!   skipped (it misses lines, and is told how many when it catches up, in
+//!   [`Handler::on_drain`]), so the room's memory stays flat.
 //!
 //! ```text
 //! cargo run --release --example chat -- 127.0.0.1:9002
 //! ```
-//! Then open http://127.0.0.1:9002/ in two browser tabs (the demo page works as a
-//! chat client) and send text from one: both tabs receive it.
+//! Then connect two clients to ws://127.0.0.1:9002/?name=ada and
+//! ws://127.0.0.1:9002/?name=bob (e.g. `python3 -m websockets URL`) and talk.
 
-use std::collections::BTreeSet;
-use wsreactor::app::{ConnId, MessageHandler, Messages};
-use wsreactor::protocol::handshake::UpgradeRequest;
-use wsreactor::protocol::{CloseCode, MessageKind};
-use wsreactor::reactor::{Config, Ctx, Server};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use wsreactor::{
+    Accept, CloseCode, Config, ConnId, Ctx, Delivery, Handler, HttpResponse, MessageKind, Sent,
+    Server, UpgradeRequest,
+};
 
-/// The chat room: the set of connected clients.
+/// The room: who is in it.
 #[derive(Default)]
-struct Chat {
+pub struct Chat {
     members: BTreeSet<ConnId>,
+    /// Members over their high watermark, skipped until they drain, with the number
+    /// of lines each has missed.
+    behind: BTreeMap<ConnId, u64>,
+}
+
+/// What the room keeps per member.
+pub struct Member {
+    name: String,
 }
 
 impl Chat {
-    fn broadcast(&self, ctx: &mut Ctx<'_>, line: &str) {
+    /// Sends `line` to every member that keeps up; a member whose queue goes over
+    /// its high watermark is skipped from the next line on.
+    fn broadcast(&mut self, ctx: &mut Ctx<'_>, line: &str) {
         for &member in &self.members {
-            ctx.send(member, MessageKind::Text, line.as_bytes(), true);
+            if let Some(missed) = self.behind.get_mut(&member) {
+                *missed += 1;
+                continue;
+            }
+            if let Ok(Sent::Backpressure) = ctx.send(member, MessageKind::Text, line.as_bytes()) {
+                self.behind.insert(member, 0);
+            }
         }
     }
 }
 
-impl MessageHandler for Chat {
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _request: &UpgradeRequest) {
-        self.members.insert(conn);
-        self.broadcast(
-            ctx,
-            &format!("* #{} joined ({} here)", conn.serial(), self.members.len()),
-        );
+impl Handler for Chat {
+    type State = Member;
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Whole
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, kind: MessageKind, message: &[u8]) {
+    fn on_upgrade(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        request: &UpgradeRequest,
+        _peer: SocketAddr,
+    ) -> Result<Accept<Member>, HttpResponse> {
+        let name = request
+            .query()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .find_map(|pair| pair.strip_prefix("name="))
+            .filter(|name| !name.is_empty() && name.len() <= 32)
+            .unwrap_or("anonymous");
+        Ok(Accept::new(Member {
+            name: name.to_string(),
+        }))
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, member: &mut Member) {
+        self.members.insert(conn);
+        let line = format!("* {} joined ({} here)", member.name, self.members.len());
+        self.broadcast(ctx, &line);
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        member: &mut Member,
+        kind: MessageKind,
+        message: &[u8],
+    ) {
         if kind != MessageKind::Text {
-            ctx.close(
+            let _ = ctx.close(
                 conn,
                 CloseCode::UNSUPPORTED_DATA,
                 "this chat takes text only",
             );
-            self.members.remove(&conn);
             return;
         }
         // The decoder validated the UTF-8 already (RFC 6455 §8.1).
         let text = String::from_utf8_lossy(message);
-        self.broadcast(ctx, &format!("#{}: {text}", conn.serial()));
+        self.broadcast(ctx, &format!("{}: {text}", member.name));
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _code: CloseCode, _reason: &str) {
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _member: &mut Member) {
+        if let Some(missed) = self.behind.remove(&conn) {
+            let line = format!("* you missed {missed} lines");
+            let _ = ctx.send(conn, MessageKind::Text, line.as_bytes());
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, member: Member, _: CloseCode, _: &str) {
         self.members.remove(&conn);
-        self.broadcast(ctx, &format!("* #{} left", conn.serial()));
+        self.behind.remove(&conn);
+        self.broadcast(ctx, &format!("* {} left", member.name));
     }
 }
 
@@ -67,13 +125,13 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9002".into());
-    let addr = addr.parse().map_err(std::io::Error::other)?;
     let config = Config::builder()
-        .addr(addr)
+        .addr(addr.parse().map_err(std::io::Error::other)?)
+        // Chat lines are short: refuse anything over 64 KiB with close 1009.
+        .max_message_size(64 * 1024)
         .build()
         .map_err(std::io::Error::other)?;
-    // Chat lines are short: refuse anything over 64 KiB with close 1009.
-    let server = Server::bind(config, Messages::new(Chat::default(), 64 * 1024))?;
+    let server = Server::bind(config, Chat::default())?;
     println!("chat on ws://{}/", server.local_addr()?);
     server.run()
 }

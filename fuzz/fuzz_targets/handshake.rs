@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(*head_len <= data.len() && *head_len <= MAX_HEAD);
             if let Request::Upgrade(upgrade) = request {
                 let response =
-                    switching_protocols(upgrade, upgrade.protocols.first().map(String::as_str));
+                    switching_protocols(upgrade, upgrade.protocols.first().map(String::as_str), &[]);
                 assert!(response.starts_with(b"HTTP/1.1 101 "));
             }
             // A reader that stopped at any earlier point saw a partial head, or

@@ -11,38 +11,48 @@ use super::mask::apply_mask;
 
 /// Cuts outgoing data messages into frames of at most `max_frame` payload bytes.
 ///
-/// It remembers whether a message is open, so a message can be written in several
-/// calls (a streaming echo forwards each chunk as it arrives): the first frame carries
-/// the text/binary opcode, every later one is a continuation, and only the last has
-/// FIN set. Control frames may be sent between its frames (§5.4).
+/// It remembers whether a message is open, and of which kind, so a message can be
+/// written in several calls (a streaming echo forwards each chunk as it arrives): the
+/// first frame carries the text/binary opcode, every later one is a continuation, and
+/// only the last has FIN set. Control frames may be sent between its frames (§5.4).
+///
+/// 8 bytes: every connection holds one.
 #[derive(Clone, Debug)]
 pub struct Fragmenter {
-    max_frame: usize,
-    open: bool,
+    max_frame: u32,
+    /// The kind of the message started and not yet finished, if any.
+    open: Option<MessageKind>,
 }
 
 impl Fragmenter {
-    /// A fragmenter for frames of at most `max_frame` bytes (at least 1).
+    /// A fragmenter for frames of at most `max_frame` bytes (at least 1, at most
+    /// `u32::MAX`: a larger value is cut to that).
     pub fn new(max_frame: usize) -> Self {
         Fragmenter {
-            max_frame: max_frame.max(1),
-            open: false,
+            max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX).max(1),
+            open: None,
         }
     }
 
     /// The largest payload of one frame.
     pub fn max_frame(&self) -> usize {
-        self.max_frame
+        usize::try_from(self.max_frame).unwrap_or(usize::MAX)
     }
 
     /// Whether a message has been started and not yet finished.
     pub fn in_message(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The kind of the message started and not yet finished, if any.
+    pub fn open_message(&self) -> Option<MessageKind> {
         self.open
     }
 
     /// Calls `emit(header, payload)` for each frame that carries `data` as the next part
     /// of a message of `kind`; `end_of_message` sets FIN on the last one. Empty `data`
-    /// produces no frame unless it ends the message (then one empty FIN frame).
+    /// produces no frame unless it ends the message (then one empty FIN frame). A part
+    /// of an open message continues it: its kind stays the one the message began with.
     pub fn frames<'d>(
         &mut self,
         kind: MessageKind,
@@ -50,22 +60,24 @@ impl Fragmenter {
         end_of_message: bool,
         mut emit: impl FnMut(FrameHeader, &'d [u8]),
     ) {
-        let mut chunks = data.chunks(self.max_frame).peekable();
+        let mut chunks = data.chunks(self.max_frame()).peekable();
         if chunks.peek().is_none() && !end_of_message {
             return;
         }
+        let kind = self.open.unwrap_or(kind);
         loop {
             let chunk = chunks.next().unwrap_or_default();
             let last = chunks.peek().is_none();
-            let opcode = if self.open {
+            let opcode = if self.open.is_some() {
                 OpCode::Continuation
             } else {
                 kind.opcode()
             };
-            self.open = !(last && end_of_message);
+            let fin = last && end_of_message;
+            self.open = (!fin).then_some(kind);
             emit(
                 FrameHeader {
-                    fin: last && end_of_message,
+                    fin,
                     rsv: 0,
                     opcode,
                     mask: None,
@@ -177,6 +189,28 @@ mod tests {
             collect(&mut f, MessageKind::Text, b"", true),
             vec![(OpCode::Text, true, Vec::new())]
         );
+    }
+
+    #[test]
+    fn an_open_message_keeps_the_kind_it_began_with() {
+        let mut f = Fragmenter::new(64);
+        assert_eq!(f.open_message(), None);
+        collect(&mut f, MessageKind::Binary, b"ab", false);
+        assert_eq!(f.open_message(), Some(MessageKind::Binary));
+        assert_eq!(
+            collect(&mut f, MessageKind::Text, b"cd", false),
+            vec![(OpCode::Continuation, false, b"cd".to_vec())]
+        );
+        assert_eq!(f.open_message(), Some(MessageKind::Binary));
+        collect(&mut f, MessageKind::Binary, b"", true);
+        assert_eq!(f.open_message(), None);
+    }
+
+    #[test]
+    fn a_fragmenter_is_8_bytes_and_keeps_any_frame_size() {
+        assert_eq!(std::mem::size_of::<Fragmenter>(), 8);
+        assert_eq!(Fragmenter::new(0).max_frame(), 1);
+        assert_eq!(Fragmenter::new(usize::MAX).max_frame(), u32::MAX as usize);
     }
 
     #[test]

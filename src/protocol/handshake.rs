@@ -71,6 +71,7 @@ pub enum Request {
 
 /// A valid WebSocket opening handshake (RFC 6455 §4.2.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UpgradeRequest {
     /// The request target as sent, e.g. `/chat?room=1` (§4.1 /resource name/).
     pub path: String,
@@ -89,15 +90,89 @@ pub struct UpgradeRequest {
     /// Kept for logging only: this server negotiates no extension, so it never
     /// answers with the header, which means "no extension in use" (§9.1).
     pub extensions: Vec<String>,
+    /// Every header field as sent, in order: the name as written, the value
+    /// trimmed (a byte that is not UTF-8 becomes U+FFFD). Cookies, `Authorization`
+    /// and the like are here; see [`UpgradeRequest::header`].
+    pub headers: Vec<(String, String)>,
+}
+
+impl UpgradeRequest {
+    /// The value of the first header called `name` (case-insensitive, RFC 9110
+    /// §5.1), e.g. `request.header("authorization")`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The path of the request target, without the query: `/chat` for
+    /// `/chat?room=1`.
+    pub fn resource_path(&self) -> &str {
+        split_target(&self.path).0
+    }
+
+    /// The query of the request target, without the `?`: `room=1` for
+    /// `/chat?room=1`; `None` when there is no `?`.
+    pub fn query(&self) -> Option<&str> {
+        split_target(&self.path).1
+    }
 }
 
 /// An ordinary HTTP request (any method, HTTP/1.0 or 1.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PlainRequest {
     /// The method, e.g. `GET` or `HEAD`.
     pub method: String,
     /// The request target as sent, e.g. `/healthz`.
     pub path: String,
+    /// Every header field as sent (see [`UpgradeRequest::headers`]).
+    pub headers: Vec<(String, String)>,
+}
+
+impl PlainRequest {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The path of the request target, without the query.
+    pub fn resource_path(&self) -> &str {
+        split_target(&self.path).0
+    }
+
+    /// The query of the request target, without the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        split_target(&self.path).1
+    }
+}
+
+/// The first header called `name`, case-insensitively.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `/path?query` into `/path` and `query` (RFC 3986 §3.4: the query starts at the
+/// first `?`).
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// The request's header fields as owned name/value pairs.
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Why a request head was rejected. Each variant maps to an HTTP status
@@ -258,6 +333,7 @@ pub fn parse_request(buf: &[u8], max_head_size: usize) -> Result<Parsed, Handsha
         Request::Plain(PlainRequest {
             method: method.to_owned(),
             path: path.to_owned(),
+            headers: owned_headers(headers),
         })
     };
     Ok(Parsed::Complete { request, head_len })
@@ -358,6 +434,7 @@ fn validate_upgrade(
         origin,
         protocols,
         extensions,
+        headers: owned_headers(headers),
     })
 }
 
@@ -462,8 +539,15 @@ fn ascii_string(value: &[u8]) -> Result<String, HandshakeError> {
 /// is left out of the response rather than sent, which also means no caller-supplied
 /// bytes can ever reach the header (offered protocols are validated tokens).
 ///
+/// `extra_headers` (from the application) follow; one whose name is not a token or
+/// whose value holds control characters is skipped, as in [`http_response`].
+///
 /// No `Sec-WebSocket-Extensions` is sent: this server negotiates no extension (§9.1).
-pub fn switching_protocols(request: &UpgradeRequest, protocol: Option<&str>) -> Vec<u8> {
+pub fn switching_protocols(
+    request: &UpgradeRequest,
+    protocol: Option<&str>,
+    extra_headers: &[(String, String)],
+) -> Vec<u8> {
     let accept = accept_key(&request.key);
     let chosen = protocol.and_then(|p| request.protocols.iter().find(|offered| *offered == p));
     let mut out = Vec::with_capacity(160);
@@ -476,10 +560,12 @@ pub fn switching_protocols(request: &UpgradeRequest, protocol: Option<&str>) -> 
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\n");
     if let Some(protocol) = chosen {
-        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-        out.extend_from_slice(protocol.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(&mut out, "Sec-WebSocket-Protocol", protocol);
     }
+    push_valid_headers(
+        &mut out,
+        extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -555,14 +641,20 @@ fn build_response(
     push_header(&mut out, "Content-Type", content_type);
     push_header(&mut out, "Content-Length", &body.len().to_string());
     push_header(&mut out, "Connection", connection);
-    for &(name, value) in extra_headers {
-        if !name.is_empty() && name.bytes().all(is_tchar) && is_field_value(value) {
-            push_header(&mut out, name, value);
-        }
-    }
+    push_valid_headers(&mut out, extra_headers.iter().copied());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+/// Appends each `name: value` whose name is a token and whose value is safe to write
+/// (so no caller can forge a header with CR/LF); skips the others.
+fn push_valid_headers<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h str, &'h str)>) {
+    for (name, value) in headers {
+        if !name.is_empty() && name.bytes().all(is_tchar) && is_field_value(value) {
+            push_header(out, name, value);
+        }
+    }
 }
 
 /// Appends `name: value\r\n`.
@@ -689,6 +781,17 @@ mod tests {
                 origin: Some("http://example.com".into()),
                 protocols: vec!["chat".into(), "superchat".into()],
                 extensions: vec![],
+                headers: [
+                    ("Host", "server.example.com"),
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Origin", "http://example.com"),
+                    ("Sec-WebSocket-Protocol", "chat, superchat"),
+                    ("Sec-WebSocket-Version", "13"),
+                ]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .to_vec(),
             }),
             head_len: RFC_REQUEST.len(),
         };
@@ -1027,7 +1130,8 @@ mod tests {
             Ok(Parsed::Complete {
                 request: Request::Plain(PlainRequest {
                     method: "GET".into(),
-                    path: "/".into()
+                    path: "/".into(),
+                    headers: vec![("Host".into(), "localhost".into())],
                 }),
                 head_len: request.len(),
             })
@@ -1036,7 +1140,7 @@ mod tests {
         let request = "HEAD /healthz HTTP/1.0\r\n\r\n";
         assert!(matches!(
             parse(request),
-            Ok(Parsed::Complete { request: Request::Plain(PlainRequest { ref method, ref path }), .. })
+            Ok(Parsed::Complete { request: Request::Plain(PlainRequest { ref method, ref path, .. }), .. })
                 if method == "HEAD" && path == "/healthz"
         ));
         // `Connection: Upgrade` alone does not make an upgrade attempt.
@@ -1059,7 +1163,7 @@ mod tests {
     #[test]
     fn switching_protocols_has_accept_and_chosen_protocol() {
         let request = upgrade(RFC_REQUEST);
-        let response = switching_protocols(&request, Some("chat"));
+        let response = switching_protocols(&request, Some("chat"), &[]);
         assert_eq!(
             response,
             b"HTTP/1.1 101 Switching Protocols\r\n\
@@ -1069,7 +1173,7 @@ mod tests {
               Sec-WebSocket-Protocol: chat\r\n\
               \r\n"
         );
-        let plain = switching_protocols(&request, None);
+        let plain = switching_protocols(&request, None, &[]);
         assert!(contains(
             &plain,
             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
@@ -1082,9 +1186,39 @@ mod tests {
     #[test]
     fn switching_protocols_drops_unoffered_protocol() {
         let request = upgrade(RFC_REQUEST);
-        let response = switching_protocols(&request, Some("mqtt\r\nX-Evil: 1"));
+        let response = switching_protocols(&request, Some("mqtt\r\nX-Evil: 1"), &[]);
         assert!(!contains(&response, "Sec-WebSocket-Protocol"));
         assert!(!contains(&response, "X-Evil"));
+    }
+
+    #[test]
+    fn switching_protocols_adds_valid_extra_headers_only() {
+        let request = upgrade(RFC_REQUEST);
+        let extra = [
+            ("Set-Cookie", "session=1"),
+            ("X-Evil", "a\r\nInjected: 1"),
+            ("Bad Name", "x"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+        let response = switching_protocols(&request, None, &extra);
+        assert!(contains(&response, "\r\nSet-Cookie: session=1\r\n"));
+        assert!(!contains(&response, "Injected"));
+        assert!(!contains(&response, "Bad Name"));
+        assert!(response.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_target_splits_into_path_and_query_and_headers_are_found_by_any_case() {
+        let request = upgrade(
+            "GET /chat?token=abc&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer t0k3n\r\n\r\n",
+        );
+        assert_eq!(request.resource_path(), "/chat");
+        assert_eq!(request.query(), Some("token=abc&x=1"));
+        assert_eq!(request.header("authorization"), Some("Bearer t0k3n"));
+        assert_eq!(request.header("cookie"), None);
+        assert_eq!(upgrade(RFC_REQUEST).query(), None);
     }
 
     #[test]
@@ -1195,6 +1329,12 @@ mod tests {
                     origin: None,
                     protocols,
                     extensions: vec![],
+                    headers: head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|line| line.split_once(": "))
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect(),
                 };
                 (head, expected)
             })

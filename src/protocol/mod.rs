@@ -13,6 +13,8 @@
 //! | [`utf8`] | §8.1 | incremental, fail-fast UTF-8 validation of text messages |
 //! | [`close`] | §5.5.1, §7.4 | close codes and reasons |
 //! | [`encoder`] | §5.4 | cuts outgoing messages into frames |
+//! | [`session`] | §5.5, §7 | one open connection: pongs, closing, failing, keepalive |
+//! | [`time`] | — | ticks: milliseconds the caller passes in, compared across the wrap |
 
 pub mod close;
 pub mod coding;
@@ -23,6 +25,8 @@ pub mod error;
 pub mod handshake;
 pub mod header;
 pub mod mask;
+pub mod session;
+pub mod time;
 pub mod utf8;
 
 pub use close::CloseFrame;
@@ -31,3 +35,5 @@ pub use control::ControlPayload;
 pub use decoder::{Decoder, Event, Limits, Role};
 pub use error::ProtocolError;
 pub use header::FrameHeader;
+pub use session::{Closure, Deadline, Incoming, Output, SendError, Session, SessionConfig};
+pub use time::Tick;

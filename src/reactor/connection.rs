@@ -2,22 +2,23 @@
 
 use super::timers::Tick;
 use super::write_queue::{FrameBatch, WriteQueue, DIRECT_WRITE_MIN};
-use crate::app::ConnId;
-use crate::protocol::encoder::{control_header, Fragmenter};
-use crate::protocol::{CloseCode, CloseFrame, Decoder, MessageKind, OpCode};
+use crate::handler::ConnId;
+use crate::protocol::encoder::Fragmenter;
+use crate::protocol::session::Output;
+use crate::protocol::{FrameHeader, MessageKind, SendError, Session};
 use mio::net::TcpStream;
 use std::fmt;
 use std::io::{self, Write};
 
-/// Where a connection is in its life (RFC 6455 §4 and §7).
+/// Where a connection is in its life, as far as the socket is concerned; once
+/// upgraded, the [`Session`] tells the rest (RFC 6455 §7: open, close sent).
 ///
 /// ```text
-///  Handshaking ──101──> Open ──our close──> CloseSent ──their close──┐
-///      │                 │                                           v
-///      └─HTTP answer─────┴──their close / protocol error──────> Draining ──EOF──> gone
+///  Handshaking ──101──> WebSocket ──session closed──> Draining ──their FIN──> gone
+///      └──────────HTTP answer──────────────────────────┘
 /// ```
 #[derive(Debug)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading the HTTP request head. `head` holds a head cut across reads (it stays
     /// `None`, and unallocated, when a head arrives in one read). Boxed, so that the
     /// phase takes 16 bytes rather than the 24 of a `Vec` in every connection.
@@ -26,13 +27,8 @@ pub enum Phase {
         #[allow(clippy::box_collection)]
         head: Option<Box<Vec<u8>>>,
     },
-    /// Upgraded: frames flow both ways.
-    Open {
-        /// A keepalive ping is out and nothing has arrived since.
-        ping_outstanding: bool,
-    },
-    /// We sent a close frame and wait for the peer's (§7.1.2); its data is ignored.
-    CloseSent,
+    /// Upgraded: frames flow, as the session allows.
+    WebSocket,
     /// Nothing more will be read or queued. Once the queue is flushed the write side is
     /// shut (FIN: the server closes the TCP connection first, §7.1.1), then the
     /// connection waits for the peer's FIN before it is dropped. Closing only after the
@@ -50,22 +46,21 @@ pub enum Phase {
 /// The state of one connection, owned by the reactor's slab.
 ///
 /// Every connection pays for this struct however idle it is, so it is kept small
-/// (ARCHITECTURE.md §13): no peer address (the log asks the socket for it, see
-/// [`Connection::peer`]), times as 32-bit [`Tick`]s, and a decoder without an inline
-/// control payload.
+/// (ARCHITECTURE.md, "What a connection costs"): no peer address (the log asks the
+/// socket for it, see [`Connection::peer`]), times as 32-bit [`Tick`]s, and a
+/// decoder without an inline control payload.
 #[derive(Debug)]
-pub struct Connection {
-    /// The serial number of this connection (its [`ConnId`] is its slab slot and this;
-    /// the slot is where it is kept, see [`Connection::id`]).
+pub(crate) struct Connection {
+    /// The serial number of this connection (its [`ConnId`] is its worker, its slab
+    /// slot and this; the slot is where it is kept, see [`Connection::id`]).
     pub serial: u64,
     /// The socket, registered edge-triggered for reads and writes.
     pub socket: TcpStream,
     /// Where the connection is in its life.
     pub phase: Phase,
-    /// Incoming frames (used once the connection is open).
-    pub decoder: Decoder,
-    /// Outgoing message framing.
-    pub fragmenter: Fragmenter,
+    /// The WebSocket protocol state: frames in, frames and events out (used once the
+    /// connection is upgraded).
+    pub session: Session,
     /// Bytes waiting for the socket.
     pub queue: WriteQueue,
     /// Reading is paused because `queue` went over the high watermark.
@@ -75,17 +70,19 @@ pub struct Connection {
     /// Output was queued since the last flush, and the connection is listed in
     /// `Shared::touched` (once, however many frames a batch queues).
     pub touched: bool,
-    /// When the peer last showed life, for keepalive: bytes arrived from it, or, while
-    /// reading was paused by back-pressure, it took some of our output (rounded up to
-    /// the next tick, so that keepalive never pings early).
-    pub last_read: Tick,
     /// The one timer that matters now for this connection, if any (see `timers`).
     pub deadline: Option<Tick>,
 }
 
+impl Output for WriteQueue {
+    fn push_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
+        WriteQueue::push_frame(self, header, payload);
+    }
+}
+
 /// A connection as the log names it: `#SERIAL` (see [`Connection::name`] and
 /// [`Connection::peer`]).
-pub struct LogName<'a> {
+pub(crate) struct LogName<'a> {
     serial: u64,
     socket: Option<&'a TcpStream>,
 }
@@ -103,10 +100,12 @@ impl fmt::Display for LogName<'_> {
 }
 
 impl Connection {
-    /// The id of this connection, kept in slab slot `slot`.
-    pub fn id(&self, slot: usize) -> ConnId {
+    /// The id of this connection, kept in slab slot `slot` of worker `worker` (slots
+    /// fit in 32 bits: the reactor refuses a connection for any other).
+    pub fn id(&self, worker: u32, slot: usize) -> ConnId {
         ConnId {
-            slot,
+            worker,
+            slot: slot as u32,
             serial: self.serial,
         }
     }
@@ -155,73 +154,44 @@ impl Connection {
         !std::mem::replace(&mut self.touched, true)
     }
 
-    /// Whether the connection is upgraded and may still send data frames.
-    pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open { .. })
-    }
-
-    /// Sends a data message part as frames (see [`Fragmenter::frames`]): a part of at
-    /// least [`DIRECT_WRITE_MIN`] bytes is written straight from `data` while nothing is
-    /// queued, its frames together (see [`WriteQueue::write_frames`]); smaller parts are
-    /// queued. Returns the bytes written now; after a write error nothing more is
+    /// Sends a data message part as frames (see [`Fragmenter::frames`]), if the
+    /// session allows it (see [`Session::fragmenter_for`]): a part of at least
+    /// [`DIRECT_WRITE_MIN`] bytes is written straight from `data` while nothing is
+    /// queued, its frames together (see [`WriteQueue::write_frames`]); smaller parts
+    /// are queued. Returns the bytes written now; after a write error nothing more is
     /// written, and the connection must be dropped.
+    #[inline]
     pub fn send_data(
         &mut self,
         kind: MessageKind,
         data: &[u8],
         end_of_message: bool,
-    ) -> io::Result<usize> {
-        if data.len() < DIRECT_WRITE_MIN || self.fragmenter.max_frame() < DIRECT_WRITE_MIN {
+        whole: bool,
+    ) -> Result<io::Result<usize>, SendError> {
+        let fragmenter = self.session.fragmenter_for(kind, whole)?;
+        if data.len() < DIRECT_WRITE_MIN || fragmenter.max_frame() < DIRECT_WRITE_MIN {
             // Small frames: queue them all, to go out in one `writev` with the rest of
             // this read's output, on the path small echoes take (kept free of the direct
             // write's code).
             let queue = &mut self.queue;
-            self.fragmenter
-                .frames(kind, data, end_of_message, |header, payload| {
-                    queue.push_frame(&header, payload)
-                });
-            return Ok(0);
+            fragmenter.frames(kind, data, end_of_message, |header, payload| {
+                queue.push_frame(&header, payload)
+            });
+            return Ok(Ok(0));
         }
-        self.write_data(kind, data, end_of_message)
-    }
-
-    /// [`Connection::send_data`] for a part large enough to be written directly.
-    #[inline(never)]
-    fn write_data(
-        &mut self,
-        kind: MessageKind,
-        data: &[u8],
-        end_of_message: bool,
-    ) -> io::Result<usize> {
-        write_frames_of(
-            &mut self.fragmenter,
+        Ok(write_frames_of(
+            fragmenter,
             &mut self.queue,
             &mut self.socket,
             (kind, data, end_of_message),
-        )
-    }
-
-    /// Queues a control frame (ping, pong or close).
-    pub fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        self.queue
-            .push_frame(&control_header(opcode, payload.len()), payload);
-    }
-
-    /// Queues a close frame with `code` and `reason` (§5.5.1). A code that may not
-    /// appear on the wire (§7.4: 1005, 1006, 1015, reserved and unassigned ones) is
-    /// sent as an empty close body instead.
-    pub fn queue_close(&mut self, code: CloseCode, reason: &str) {
-        if !code.is_allowed_on_wire() {
-            self.queue_control(OpCode::Close, &[]);
-        } else {
-            let frame = CloseFrame::new(code, reason);
-            self.queue_control(OpCode::Close, frame.payload());
-        }
+        ))
     }
 }
 
 /// Cuts a data part into frames and sends them in batches of up to `GATHER` frames
-/// with [`WriteQueue::write_frames`]; after a write error the rest is dropped.
+/// with [`WriteQueue::write_frames`]; after a write error the rest is dropped. Kept
+/// out of line, off the path of small frames.
+#[inline(never)]
 fn write_frames_of(
     fragmenter: &mut Fragmenter,
     queue: &mut WriteQueue,
@@ -300,12 +270,12 @@ mod tests {
         }
     }
 
-    /// ARCHITECTURE.md §13: every connection pays for this struct, idle or not. (With
-    /// debug assertions, as in the tests, mio's `TcpStream` carries an 8-byte selector
-    /// id besides its descriptor.)
+    /// Every connection pays for this struct, idle or not (ARCHITECTURE.md, "What a
+    /// connection costs"). With debug assertions, as in the tests, mio's `TcpStream`
+    /// carries an 8-byte selector id besides its descriptor, which pads it to 16.
     #[test]
     fn a_connection_stays_small() {
-        let limit = if cfg!(debug_assertions) { 200 } else { 192 };
+        let limit = if cfg!(debug_assertions) { 208 } else { 192 };
         assert!(
             size_of::<Connection>() <= limit,
             "{}",
@@ -313,6 +283,5 @@ mod tests {
         );
         assert_eq!(size_of::<Phase>(), 16);
         assert_eq!(size_of::<WriteQueue>(), 48);
-        assert_eq!(size_of::<Decoder>(), 80);
     }
 }

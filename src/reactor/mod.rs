@@ -4,50 +4,54 @@
 //! edge-triggered, so each readiness event is reported once: on readable the loop reads
 //! until `WouldBlock`, on writable it writes until `WouldBlock`, on the listener it
 //! accepts until `WouldBlock`. Bytes are read into one buffer shared by all connections
-//! and handed to the connection's sans-IO [`Decoder`]; events go to the [`Handler`];
-//! whatever it sends is queued on the connection's [`write_queue::WriteQueue`] and
-//! flushed. See `docs/ARCHITECTURE.md` for the life of a connection.
+//! and handed to the connection's sans-IO [`Session`]; what it reports goes to the
+//! [`Handler`]; whatever is sent is queued on the connection's write queue and flushed.
+//! See `docs/ARCHITECTURE.md` for the life of a connection.
 //!
-//! A [`Server`] is one such loop. [`Workers`] runs `--workers` of them on as many
-//! threads, sharing nothing but their [`metrics`].
+//! A [`Server`] is one such loop. [`Workers`] runs several of them on as many
+//! threads, sharing nothing but their [`Metrics`]. A [`Handle`] reaches either from
+//! other threads.
 
-pub mod config;
-pub mod connection;
-mod http;
-pub mod metrics;
-pub mod timers;
+mod app_timers;
+pub(crate) mod config;
+mod connection;
+mod ctx;
+mod handle;
+pub(crate) mod metrics;
+pub(crate) mod timers;
 mod workers;
-pub mod write_queue;
+pub(crate) mod write_queue;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
-pub use metrics::Metrics;
+pub use ctx::Ctx;
+pub use handle::{Handle, Stopped};
+pub use metrics::{Metrics, Snapshot};
 pub use workers::Workers;
 
-use crate::app::{ConnId, Handler};
-use crate::protocol::encoder::Fragmenter;
+use crate::handler::{ConnId, Delivery, Handler, Sent};
+use crate::http::{HttpRequest, HttpResponse, Routes};
 use crate::protocol::handshake::{self, http_response, parse_request, Parsed, Request};
 use crate::protocol::header::MAX_PAYLOAD_LEN;
-use crate::protocol::{
-    CloseCode, CloseFrame, Decoder, Event, Limits, MessageKind, OpCode, ProtocolError, Role,
-};
+use crate::protocol::session::{Closure, Deadline, Incoming, SessionConfig};
+use crate::protocol::{CloseCode, Limits, Session};
+use app_timers::AppTimers;
 use connection::{Connection, Phase};
+use handle::{Command, Mailbox};
 use log::{debug, info, trace, warn};
 use metrics::WorkerMetrics;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timers::{after_ticks, is_before, Clock, Tick, Timers};
+use timers::{Clock, Tick, Timers};
 
 /// The listening socket's token; connection tokens are their slab slots.
 const LISTENER: Token = Token(usize::MAX - 1);
-/// SIGINT/SIGTERM arrive as readiness of this token.
-const SIGNALS: Token = Token(usize::MAX - 2);
+/// Commands from a [`Handle`] arrive as readiness of this token.
+const WAKER: Token = Token(usize::MAX - 2);
 /// Reads per connection per loop turn: a client that never stops sending is served
 /// in turns with everyone else instead of holding the loop.
 const MAX_READS_PER_TURN: usize = 16;
@@ -70,11 +74,16 @@ enum Drained {
 /// How long to stop accepting when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The state every handler call may touch, apart from the handler itself.
-struct Shared {
+/// The state every handler call may touch through its [`Ctx`], apart from the
+/// handler and the connections' application state.
+pub(crate) struct Shared {
     config: Config,
+    /// Which worker this is (in every [`ConnId`] it hands out).
+    worker: u32,
     conns: Slab<Connection>,
     timers: Timers,
+    /// The application's timers.
+    app_timers: AppTimers,
     /// Turns `Instant`s into the ticks that connections and timers keep.
     clock: Clock,
     /// Connections with newly queued output, flushed after each batch of events.
@@ -83,96 +92,49 @@ struct Shared {
     /// readiness is not repeated for bytes already waiting (after back-pressure
     /// paused reading, or after `MAX_READS_PER_TURN`).
     ready: Vec<ConnId>,
+    /// Connections that drained below the low watermark, for `on_drain`.
+    drained: Vec<ConnId>,
     /// The counters of every worker (for `/metrics` and `--max-connections`).
     metrics: Arc<Metrics>,
     /// This worker's own counters, in `metrics`.
     counters: Arc<WorkerMetrics>,
     /// Closes started by the handler through [`Ctx::close`], whose `on_close` is due
     /// once the handler call that started them has returned.
-    app_closes: Vec<(ConnId, CloseFrame)>,
+    app_closes: Vec<(ConnId, crate::protocol::CloseFrame)>,
     /// Connections whose socket failed while writing, to drop (telling the handler)
     /// once the current batch is done.
     broken: Vec<ConnId>,
-}
-
-/// What a [`Handler`] acts through: sending to and closing connections.
-pub struct Ctx<'a> {
-    shared: &'a mut Shared,
-    now: Instant,
-}
-
-impl Ctx<'_> {
-    /// Queues `data` as the next part of a `kind` message to `conn` (cut into frames of
-    /// at most `--max-frame-out` bytes); `end_of_message` finishes the message. Returns
-    /// false if `conn` is gone or closing. A message must be finished before another
-    /// is started on the same connection (RFC 6455 §5.4).
-    #[inline]
-    pub fn send(
-        &mut self,
-        conn: ConnId,
-        kind: MessageKind,
-        data: &[u8],
-        end_of_message: bool,
-    ) -> bool {
-        match self.shared.conns.get_mut(conn.slot) {
-            Some(c) if c.is(conn) && c.is_open() => {
-                match c.send_data(kind, data, end_of_message) {
-                    Ok(0) => {}
-                    Ok(written) => self.shared.counters.bytes_out(written),
-                    Err(e) => self.shared.write_failed(conn, e),
-                }
-                if end_of_message {
-                    self.shared.counters.message_out();
-                }
-                self.shared.touch(conn.slot);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Bytes queued for `conn` that the socket has not taken yet, if it exists. A
-    /// handler that produces data on its own (not in answer to input) should hold
-    /// back while this is above the write high watermark.
-    pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.shared
-            .conns
-            .get(conn.slot)
-            .filter(|c| c.is(conn))
-            .map(|c| c.queue.len())
-    }
-
-    /// Starts the closing handshake on `conn` with `code` and `reason` (§7.1.2); a
-    /// code that may not appear on the wire (§7.4) is sent as an empty close body. The
-    /// handler's `on_close` for `conn` follows once the current handler call returns.
-    pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
-        match self.shared.conns.get_mut(conn.slot) {
-            Some(c) if c.is(conn) && c.is_open() => {
-                c.queue_close(code, reason);
-                c.phase = Phase::CloseSent;
-                if c.app_open {
-                    c.app_open = false;
-                    self.shared.counters.closed(code);
-                    let frame = CloseFrame::new(code, reason);
-                    self.shared.app_closes.push((conn, frame));
-                }
-                let at = self
-                    .shared
-                    .clock
-                    .deadline(self.now, self.shared.config.close_timeout);
-                self.shared.set_deadline(conn.slot, at);
-                self.shared.touch(conn.slot);
-                true
-            }
-            _ => false,
-        }
-    }
+    /// The answers to plain HTTP requests.
+    routes: Routes,
+    /// [`Ctx::shutdown`] was called.
+    shutdown_requested: bool,
 }
 
 impl Shared {
-    fn set_deadline(&mut self, slot: usize, at: Tick) {
-        // Slots fit in 32 bits: `add_connection` refuses any other.
-        if let (Some(conn), Ok(slot)) = (self.conns.get_mut(slot), u32::try_from(slot)) {
+    /// The connection `id`, if it is still the one in its slot and open for the
+    /// application.
+    fn open_conn(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns
+            .get_mut(id.slot as usize)
+            .filter(|c| c.is(id) && c.app_open)
+    }
+
+    /// What a send that just queued to `id` reports. Above the high watermark the
+    /// connection is marked paused at once, so that `on_drain` follows when it drains
+    /// below the low one, however fast that happens.
+    fn sent(&mut self, id: ConnId) -> Sent {
+        let high = self.config.write_high_watermark;
+        match self.conns.get_mut(id.slot as usize) {
+            Some(c) if c.queue.len() > high => {
+                c.paused = true;
+                Sent::Backpressure
+            }
+            _ => Sent::Queued,
+        }
+    }
+
+    fn set_deadline(&mut self, slot: u32, at: Tick) {
+        if let Some(conn) = self.conns.get_mut(slot as usize) {
             conn.deadline = Some(at);
             self.timers.schedule(at, slot);
         }
@@ -183,6 +145,7 @@ impl Shared {
     /// drops it, once a draining connection has sent everything; applies the write
     /// watermarks.
     fn flush(&mut self, slot: usize, writable: bool) {
+        let worker = self.worker;
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -202,16 +165,14 @@ impl Shared {
                     // reads nothing still gets no credit and is dropped after the
                     // unanswered ping (§5.5.2). Writes into free buffer space (our own
                     // ping included) prove nothing.
-                    if written > 0 && was_blocked {
-                        if let Phase::Open { ping_outstanding } = &mut conn.phase {
-                            conn.last_read = self.clock.tick_ceil(Instant::now());
-                            *ping_outstanding = false;
-                        }
+                    if written > 0 && was_blocked && matches!(conn.phase, Phase::WebSocket) {
+                        conn.session
+                            .heard_from_peer(self.clock.tick_ceil(Instant::now()));
                     }
                 }
                 Err(e) => {
                     debug!("{} write failed: {e}", conn.peer());
-                    self.broken.push(conn.id(slot));
+                    self.broken.push(conn.id(worker, slot));
                     return;
                 }
             }
@@ -242,7 +203,11 @@ impl Shared {
         } else if conn.paused && queued <= self.config.write_low_watermark {
             trace!("{} resumed: {queued} bytes queued", conn.name());
             conn.paused = false;
-            self.ready.push(conn.id(slot));
+            let id = conn.id(worker, slot);
+            self.ready.push(id);
+            if conn.app_open {
+                self.drained.push(id);
+            }
         }
     }
 
@@ -250,7 +215,7 @@ impl Shared {
     /// is dropped once the batch is done.
     #[cold]
     fn write_failed(&mut self, id: ConnId, e: io::Error) {
-        if let Some(conn) = self.conns.get(id.slot) {
+        if let Some(conn) = self.conns.get(id.slot as usize) {
             debug!("{} write failed: {e}", conn.peer());
         }
         self.broken.push(id);
@@ -259,9 +224,9 @@ impl Shared {
     fn flush_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         for id in touched.drain(..) {
-            if let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.is(id)) {
+            if let Some(conn) = self.conns.get_mut(id.slot as usize).filter(|c| c.is(id)) {
                 conn.touched = false;
-                self.flush(id.slot, false);
+                self.flush(id.slot as usize, false);
             }
         }
         self.touched = touched;
@@ -277,16 +242,17 @@ impl Shared {
             write_shut: false,
             peer_closed: false,
         };
+        let id = conn.id(self.worker, slot);
         let at = self.clock.deadline(now, self.config.close_timeout);
-        self.set_deadline(slot, at);
-        self.touch(slot);
+        self.set_deadline(id.slot, at);
+        self.touch(id);
     }
 
-    /// Lists `slot` for the next `flush_touched`, once however often output is queued.
-    fn touch(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot) {
+    /// Lists `id` for the next `flush_touched`, once however often output is queued.
+    fn touch(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id.slot as usize) {
             if conn.mark_touched() {
-                self.touched.push(conn.id(slot));
+                self.touched.push(id);
             }
         }
     }
@@ -306,32 +272,72 @@ impl Shared {
     }
 }
 
+/// The application's side of a worker: the handler and what it keeps per
+/// connection, next to (not inside) the connections, so that a handler call can
+/// borrow one connection's state and the [`Ctx`] at once.
+struct App<H: Handler> {
+    handler: H,
+    /// By slab slot: the state of the open connection there, if any.
+    slots: Vec<Option<AppSlot<H::State>>>,
+    /// The handler takes whole messages ([`Delivery::Whole`]).
+    whole: bool,
+}
+
+/// What the server keeps for the application per open connection.
+struct AppSlot<S> {
+    state: S,
+    /// The message being assembled, with [`Delivery::Whole`], when it came in more
+    /// than one chunk (bounded by the decoder's message limit). Boxed, so that
+    /// connections between messages (and streaming handlers) pay 8 bytes for it.
+    #[allow(clippy::box_collection)]
+    partial: Option<Box<Vec<u8>>>,
+}
+
+impl<H: Handler> App<H> {
+    /// The handler and the state of the connection in `slot`, if the application
+    /// has it (borrowed together, for a call about that connection).
+    fn split(&mut self, slot: u32) -> Option<(&mut H, &mut AppSlot<H::State>)> {
+        let App { handler, slots, .. } = self;
+        let state = slots.get_mut(slot as usize).and_then(Option::as_mut)?;
+        Some((handler, state))
+    }
+}
+
 /// A WebSocket server: a listener, a poll loop and a handler, on the thread that calls
 /// [`Server::run`]. This is one reactor whatever `config.workers` says; [`Workers`]
 /// runs several.
-pub struct Server<H> {
+///
+/// ```no_run
+/// use wsreactor::{Config, Echo, Server};
+///
+/// let server = Server::bind(Config::default(), Echo::new())?;
+/// println!("listening on ws://{}/", server.local_addr()?);
+/// server.run()?; // until a Handle asks it to shut down
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Server<H: Handler> {
     /// Which worker this is (0 for a lone server): for logs; worker 0 logs the stats.
     worker: usize,
     poll: Poll,
     /// The listening socket; `None` once shutdown began (dropping it closes it).
     listener: Option<TcpListener>,
-    signals: Signals,
+    mailbox: Arc<Mailbox<H>>,
     read_buf: Vec<u8>,
-    handler: H,
+    app: App<H>,
     shared: Shared,
     next_serial: u64,
     /// Accepting is paused until then (the process ran out of file descriptors).
     accept_paused_until: Option<Instant>,
     /// Back-offs since the last successful accept (to log an episode once).
     accept_pauses: u32,
-    /// Set once SIGINT/SIGTERM arrived: the loop ends by then at the latest.
+    /// Set once shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
-    /// When the next stats line is due (worker 0, with `--stats-interval`).
+    /// When the next stats line is due (worker 0, with `stats_interval`).
     next_stats: Option<Instant>,
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds the listener and registers it and the signal handlers with a new poll.
+    /// Checks `config`, binds the listener and registers it with a new poll.
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
         Self::bind_worker(config, handler, Arc::new(Metrics::new(1)), 0, false)
     }
@@ -345,37 +351,47 @@ impl<H: Handler> Server<H> {
         worker: usize,
         reuse_port: bool,
     ) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(bind_listener(&config, reuse_port)?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        // Every worker registers its own: signal-hook calls each registration, so one
-        // SIGTERM reaches every worker's poll.
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let next_stats = config
             .stats_interval
             .filter(|_| worker == 0)
             .map(|every| Instant::now() + every);
+        let whole = handler.delivery() == Delivery::Whole;
         Ok(Server {
             worker,
             poll,
             listener: Some(listener),
-            signals,
-            read_buf: vec![0; config.read_buffer_size.max(1024)],
-            handler,
+            mailbox,
+            read_buf: vec![0; config.read_buffer_size],
+            app: App {
+                handler,
+                slots: Vec::new(),
+                whole,
+            },
             shared: Shared {
                 config,
+                // `Workers` starts at most 1024 workers (Config::validate).
+                worker: worker as u32,
                 conns: Slab::new(),
                 timers: Timers::default(),
+                app_timers: AppTimers::default(),
                 clock: Clock::new(Instant::now()),
                 touched: Vec::new(),
                 ready: Vec::new(),
+                drained: Vec::new(),
                 counters: metrics.worker(worker),
                 metrics,
                 app_closes: Vec::new(),
                 broken: Vec::new(),
+                routes: Arc::new(|_: &HttpRequest| HttpResponse::not_found()),
+                shutdown_requested: false,
             },
             next_serial: 0,
             accept_paused_until: None,
@@ -383,6 +399,32 @@ impl<H: Handler> Server<H> {
             shutdown_deadline: None,
             next_stats,
         })
+    }
+
+    /// Answers plain HTTP requests (no upgrade) with `routes`; without them every
+    /// such request gets 404. A `HEAD` request gets the headers of the response
+    /// `routes` gives, without its body.
+    ///
+    /// ```no_run
+    /// # use wsreactor::{Config, Echo, HttpResponse, Server};
+    /// let server = Server::bind(Config::default(), Echo::new())?.http(|request| {
+    ///     match request.resource_path() {
+    ///         "/healthz" => HttpResponse::new(200).text("ok\n"),
+    ///         _ => HttpResponse::not_found(),
+    ///     }
+    /// });
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn http(
+        self,
+        routes: impl Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.with_routes(Arc::new(routes))
+    }
+
+    fn with_routes(mut self, routes: Routes) -> Self {
+        self.shared.routes = routes;
+        self
     }
 
     /// The address the server listens on (useful with port 0).
@@ -401,8 +443,13 @@ impl<H: Handler> Server<H> {
         &self.shared.metrics
     }
 
-    /// Runs the loop until a shutdown signal has been handled. Returns `Ok` after a
-    /// graceful shutdown.
+    /// A handle to reach this server from other threads (see [`Handle`]).
+    pub fn handle(&self) -> Handle<H> {
+        Handle::new(vec![self.mailbox.clone()])
+    }
+
+    /// Runs the loop until a graceful shutdown (from a [`Handle`] or [`Ctx::shutdown`])
+    /// has finished. Returns `Ok` after it.
     pub fn run(self) -> io::Result<()> {
         self.log_start(1)?;
         self.run_loop()
@@ -428,8 +475,10 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
-    /// The loop: runs until a shutdown signal has been handled.
+    /// The loop: runs until shutdown has finished.
     fn run_loop(mut self) -> io::Result<()> {
+        // However the loop ends (also by a panic), handles learn that it has.
+        let _closed = CloseOnDrop(self.mailbox.clone());
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -447,7 +496,7 @@ impl<H: Handler> Server<H> {
                             self.accept_until_blocked(now);
                         }
                     }
-                    SIGNALS => self.on_signal(now),
+                    WAKER => self.on_commands(now),
                     Token(slot) => {
                         if event.is_writable() {
                             self.shared.flush(slot, true);
@@ -462,8 +511,9 @@ impl<H: Handler> Server<H> {
                 }
             }
             for id in std::mem::take(&mut self.shared.ready) {
-                if self.shared.conns.get(id.slot).is_some_and(|c| c.is(id)) {
-                    self.read_until_blocked(id.slot, now, Drained::AtEof);
+                let slot = id.slot as usize;
+                if self.shared.conns.get(slot).is_some_and(|c| c.is(id)) {
+                    self.read_until_blocked(slot, now, Drained::AtEof);
                 }
             }
             self.fire_timers(now);
@@ -471,6 +521,9 @@ impl<H: Handler> Server<H> {
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
                 self.accept_until_blocked(now);
+            }
+            if std::mem::take(&mut self.shared.shutdown_requested) {
+                self.begin_shutdown(now);
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.shared.conns.is_empty() || now >= deadline {
@@ -487,26 +540,28 @@ impl<H: Handler> Server<H> {
 
     /// How long `poll` may sleep: until the nearest deadline of any kind.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.shared.ready.is_empty() {
+        if !self.shared.ready.is_empty() || self.shared.shutdown_requested {
             return Some(Duration::ZERO);
         }
-        [
-            self.shared
-                .timers
-                .next()
-                .map(|at| self.shared.clock.until(now, at)),
-            self.accept_paused_until
-                .map(|at| at.saturating_duration_since(now)),
-            self.shutdown_deadline
-                .map(|at| at.saturating_duration_since(now)),
-            self.next_stats.map(|at| at.saturating_duration_since(now)),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let wheel = self
+            .shared
+            .timers
+            .next()
+            .map(|at| self.shared.clock.until(now, at));
+        let instants = [
+            self.shared.app_timers.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.next_stats,
+        ];
+        let instants = instants
+            .into_iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(now));
+        wheel.into_iter().chain(instants).min()
     }
 
-    /// Logs the counters of the whole group when they are due (see `--stats-interval`).
+    /// Logs the counters of the whole group when they are due (see `stats_interval`).
     fn log_stats(&mut self, now: Instant) {
         let (Some(due), Some(every)) = (self.next_stats, self.shared.config.stats_interval) else {
             return;
@@ -522,7 +577,6 @@ impl<H: Handler> Server<H> {
             now + every
         });
     }
-
     fn accept_until_blocked(&mut self, now: Instant) {
         loop {
             let Some(listener) = &self.listener else {
@@ -568,12 +622,12 @@ impl<H: Handler> Server<H> {
         let _ = socket.set_nodelay(true);
         let entry = self.shared.conns.vacant_entry();
         let slot = entry.key();
-        if u32::try_from(slot).is_err() {
-            // Timer entries keep 32-bit slots; 4 billion connections in one worker
-            // cannot happen (the kernel caps descriptors far below).
+        let Ok(slot32) = u32::try_from(slot) else {
+            // Ids and timer entries keep 32-bit slots; 4 billion connections in one
+            // worker cannot happen (the kernel caps descriptors far below).
             warn!("{peer} refused: {slot} slots in use");
             return;
-        }
+        };
         if let Err(e) = self.poll.registry().register(
             &mut socket,
             Token(slot),
@@ -584,21 +638,29 @@ impl<H: Handler> Server<H> {
         }
         self.next_serial += 1;
         let serial = self.next_serial;
+        let config = &self.shared.config;
         let limits = Limits {
-            max_frame_size: self.shared.config.max_frame_size,
-            max_message_size: self.handler.max_message_size().unwrap_or(MAX_PAYLOAD_LEN),
+            max_frame_size: config.max_frame_size,
+            max_message_size: if self.app.whole {
+                config.max_message_size
+            } else {
+                MAX_PAYLOAD_LEN
+            },
         };
+        let session_config = SessionConfig {
+            close_timeout: config.close_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        let now_tick = self.shared.clock.tick_ceil(now);
         entry.insert(Connection {
             serial,
             socket,
             phase: Phase::Handshaking { head: None },
-            decoder: Decoder::new(Role::Server, limits),
-            fragmenter: Fragmenter::new(self.shared.config.max_frame_out),
+            session: Session::new(limits, config.max_frame_out, session_config, now_tick),
             queue: Default::default(),
             paused: false,
             app_open: false,
             touched: false,
-            last_read: self.shared.clock.tick_ceil(now),
             deadline: None,
         });
         self.shared.counters.accepted();
@@ -607,7 +669,7 @@ impl<H: Handler> Server<H> {
             .shared
             .clock
             .deadline(now, self.shared.config.handshake_timeout);
-        self.shared.set_deadline(slot, at);
+        self.shared.set_deadline(slot32, at);
         // The client may have sent its request already; edge-triggered readiness for
         // it may come with the registration or not, so read now.
         self.read_until_blocked(slot, now, Drained::AtEof);
@@ -639,18 +701,15 @@ impl<H: Handler> Server<H> {
                 }
             };
             self.shared.counters.bytes_in(n);
-            conn.last_read = now_tick;
-            if let Phase::Open { ping_outstanding } = &mut conn.phase {
-                *ping_outstanding = false;
-            }
             let short = n < self.read_buf.len();
             let input = &mut self.read_buf[..n];
             match conn.phase {
                 Phase::Handshaking { .. } => {
-                    on_handshake_input(&mut self.handler, &mut self.shared, slot, input, now)
+                    on_handshake_input(&mut self.app, &mut self.shared, slot, input, now)
                 }
-                Phase::Open { .. } | Phase::CloseSent => {
-                    on_frames(&mut self.handler, &mut self.shared, slot, input, now)
+                Phase::WebSocket => {
+                    conn.session.heard_from_peer(now_tick);
+                    on_frames(&mut self.app, &mut self.shared, slot, input, now)
                 }
                 // The close handshake is over: whatever else arrives is discarded.
                 Phase::Draining { .. } => {}
@@ -662,55 +721,76 @@ impl<H: Handler> Server<H> {
         }
         // The socket may hold more: come back next turn rather than starve the others.
         if let Some(conn) = self.shared.conns.get(slot) {
-            self.shared.ready.push(conn.id(slot));
+            self.shared.ready.push(conn.id(self.shared.worker, slot));
         }
     }
 
     fn on_eof(&mut self, slot: usize) {
-        let Some(conn) = self.shared.conns.get(slot) else {
+        let Some(conn) = self.shared.conns.get_mut(slot) else {
             return;
         };
-        match conn.phase {
-            Phase::Open { .. } | Phase::CloseSent => {
+        match &mut conn.phase {
+            Phase::WebSocket => {
                 debug!(
                     "{} dropped the connection without a close frame",
                     conn.name()
                 );
                 self.close_abnormally(slot, Instant::now());
             }
-            Phase::Draining { .. } if !conn.queue.is_empty() => {
+            Phase::Draining { peer_closed, .. } if !conn.queue.is_empty() => {
                 // The peer closed its side, but may still read: send what is queued
                 // (an HTTP response, our close frame), then drop it (see `flush`).
-                if let Some(Phase::Draining { peer_closed, .. }) =
-                    self.shared.conns.get_mut(slot).map(|c| &mut c.phase)
-                {
-                    *peer_closed = true;
-                }
+                *peer_closed = true;
             }
             Phase::Handshaking { .. } | Phase::Draining { .. } => self.shared.remove(slot),
         }
     }
 
     /// Finishes a batch of handler calls: tells the handler of the closes it started
-    /// itself, flushes the output the batch queued, and drops (telling the handler)
-    /// the connections whose socket failed, until none of that is left.
+    /// itself, flushes the output the batch queued, tells it of the connections that
+    /// drained, and drops (telling the handler) the connections whose socket failed,
+    /// until none of that is left.
     fn settle(&mut self, now: Instant) {
         loop {
             for (id, frame) in std::mem::take(&mut self.shared.app_closes) {
-                let ctx = &mut Ctx {
-                    shared: &mut self.shared,
-                    now,
-                };
-                self.handler.on_close(ctx, id, frame.code(), frame.reason());
+                if let Some(slot) = self
+                    .app
+                    .slots
+                    .get_mut(id.slot as usize)
+                    .and_then(Option::take)
+                {
+                    let ctx = &mut Ctx {
+                        shared: &mut self.shared,
+                        now,
+                    };
+                    self.app
+                        .handler
+                        .on_close(ctx, id, slot.state, frame.code(), frame.reason());
+                }
             }
             self.shared.flush_touched();
+            for id in std::mem::take(&mut self.shared.drained) {
+                if self.shared.open_conn(id).is_some() {
+                    if let Some((handler, slot)) = self.app.split(id.slot) {
+                        let ctx = &mut Ctx {
+                            shared: &mut self.shared,
+                            now,
+                        };
+                        handler.on_drain(ctx, id, &mut slot.state);
+                    }
+                }
+            }
             let broken = std::mem::take(&mut self.shared.broken);
-            if broken.is_empty() && self.shared.app_closes.is_empty() {
+            let more = !self.shared.app_closes.is_empty()
+                || !self.shared.drained.is_empty()
+                || !self.shared.touched.is_empty();
+            if broken.is_empty() && !more {
                 return;
             }
             for id in broken {
-                if self.shared.conns.get(id.slot).is_some_and(|c| c.is(id)) {
-                    self.close_abnormally(id.slot, now);
+                let slot = id.slot as usize;
+                if self.shared.conns.get(slot).is_some_and(|c| c.is(id)) {
+                    self.close_abnormally(slot, now);
                 }
             }
         }
@@ -720,11 +800,10 @@ impl<H: Handler> Server<H> {
     /// with 1006 (§7.1.5: "abnormal closure").
     fn close_abnormally(&mut self, slot: usize, now: Instant) {
         leave_open(
-            &mut self.handler,
+            &mut self.app,
             &mut self.shared,
             slot,
-            CloseCode::ABNORMAL,
-            "",
+            &Closure::TimedOut,
             now,
         );
         self.shared.remove(slot);
@@ -743,52 +822,80 @@ impl<H: Handler> Server<H> {
                 continue;
             }
             conn.deadline = None;
-            let id = conn.id(slot as usize);
+            let id = conn.id(self.shared.worker, slot as usize);
             match conn.phase {
                 Phase::Handshaking { .. } => {
                     debug!("{} handshake timed out", conn.peer());
                     self.shared.counters.handshake_timed_out();
-                    self.shared.remove(id.slot);
+                    self.shared.remove(id.slot as usize);
                 }
-                Phase::Open { ping_outstanding } => {
-                    let Some(idle) = self.shared.config.idle_timeout else {
-                        continue;
-                    };
-                    let quiet_until = after_ticks(conn.last_read, idle);
-                    if is_before(now_tick, quiet_until) {
-                        self.shared.set_deadline(id.slot, quiet_until);
-                    } else if !ping_outstanding {
+                Phase::WebSocket => match conn.session.on_deadline(now_tick, &mut conn.queue) {
+                    Deadline::NotYet(at) => self.shared.set_deadline(id.slot, at),
+                    Deadline::Pinged(at) => {
                         trace!("{} idle: ping", conn.name());
-                        conn.queue_control(OpCode::Ping, b"keepalive");
-                        conn.phase = Phase::Open {
-                            ping_outstanding: true,
-                        };
-                        self.shared.touch(id.slot);
-                        let at = self.shared.clock.deadline(now, idle);
+                        self.shared.touch(id);
                         self.shared.set_deadline(id.slot, at);
-                    } else {
-                        debug!(
-                            "{} sent nothing after a keepalive ping: dropped",
-                            conn.peer()
-                        );
-                        self.close_abnormally(id.slot, now);
                     }
-                }
-                Phase::CloseSent | Phase::Draining { .. } => {
+                    Deadline::Expired => {
+                        debug!("{} timed out (keepalive or close)", conn.peer());
+                        self.close_abnormally(id.slot as usize, now);
+                    }
+                },
+                Phase::Draining { .. } => {
                     debug!("{} close timed out", conn.peer());
-                    self.close_abnormally(id.slot, now);
+                    self.close_abnormally(id.slot as usize, now);
+                }
+            }
+        }
+        while let Some((conn, key)) = self.shared.app_timers.pop_due(now) {
+            let ctx = &mut Ctx {
+                shared: &mut self.shared,
+                now,
+            };
+            match conn {
+                None => self.app.handler.on_timer(ctx, key),
+                Some(id) => {
+                    if ctx.shared.open_conn(id).is_none() {
+                        continue;
+                    }
+                    if let Some((handler, slot)) = self.app.split(id.slot) {
+                        handler.on_conn_timer(ctx, id, &mut slot.state, key);
+                    }
                 }
             }
         }
         self.settle(now);
     }
 
-    fn on_signal(&mut self, now: Instant) {
-        if self.signals.pending().next().is_none() {
-            return;
+    /// Carries out what handles have asked since the last turn.
+    fn on_commands(&mut self, now: Instant) {
+        for command in self.mailbox.take() {
+            let ctx = &mut Ctx {
+                shared: &mut self.shared,
+                now,
+            };
+            match command {
+                Command::Send { conn, kind, data } => {
+                    if let Err(e) = ctx.send(conn, kind, &data) {
+                        debug!("#{} send from a handle refused: {e}", conn.serial());
+                    }
+                }
+                Command::Close { conn, code, reason } => {
+                    let _ = ctx.close(conn, code, &reason);
+                }
+                Command::Run(job) => job(&mut self.app.handler, ctx),
+                Command::Shutdown => self.shared.shutdown_requested = true,
+            }
+            self.settle(now);
         }
+    }
+
+    /// Starts a graceful shutdown: the listener closes, every open connection gets
+    /// close 1001, and the loop ends when all are gone or the shutdown timeout has
+    /// passed. Asked again while shutting down, it ends the loop at once.
+    fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
-            info!("worker {}: second signal: exiting now", self.worker);
+            info!("worker {}: asked again: exiting now", self.worker);
             self.shutdown_deadline = Some(now);
             return;
         }
@@ -807,44 +914,50 @@ impl<H: Handler> Server<H> {
         }
         self.accept_paused_until = None;
         self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
-        let slots: Vec<usize> = self.shared.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            let Some(conn) = self.shared.conns.get(slot) else {
-                continue;
-            };
-            match conn.phase {
-                Phase::Handshaking { .. } => self.shared.remove(slot),
-                Phase::Open { .. } => {
-                    let id = conn.id(slot);
-                    leave_open(
-                        &mut self.handler,
-                        &mut self.shared,
-                        slot,
-                        CloseCode::GOING_AWAY,
-                        "server shutting down",
-                        now,
-                    );
-                    Ctx {
-                        shared: &mut self.shared,
-                        now,
-                    }
-                    .close(id, CloseCode::GOING_AWAY, "server shutting down");
+        let worker = self.shared.worker;
+        let conns: Vec<(ConnId, bool)> = self
+            .shared
+            .conns
+            .iter()
+            .map(|(slot, c)| {
+                (
+                    c.id(worker, slot),
+                    matches!(c.phase, Phase::Handshaking { .. }),
+                )
+            })
+            .collect();
+        for (id, handshaking) in conns {
+            if handshaking {
+                self.shared.remove(id.slot as usize);
+            } else {
+                // Refused for connections already closing: they finish on their own.
+                let _ = Ctx {
+                    shared: &mut self.shared,
+                    now,
                 }
-                Phase::CloseSent | Phase::Draining { .. } => {}
+                .close(id, CloseCode::GOING_AWAY, "server shutting down");
             }
         }
         self.settle(now);
     }
 }
 
-/// Tells the handler that `slot` is no longer open (once), with the close code that
-/// ended it.
+/// Marks a worker's mailbox closed when its loop ends, however it ends.
+struct CloseOnDrop<H>(Arc<Mailbox<H>>);
+
+impl<H> Drop for CloseOnDrop<H> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Tells the handler that `slot` is no longer open (once), with the code and reason
+/// that ended it, and gives it back the connection's state.
 fn leave_open<H: Handler>(
-    handler: &mut H,
+    app: &mut App<H>,
     shared: &mut Shared,
     slot: usize,
-    code: CloseCode,
-    reason: &str,
+    closure: &Closure,
     now: Instant,
 ) {
     let Some(conn) = shared.conns.get_mut(slot) else {
@@ -854,22 +967,28 @@ fn leave_open<H: Handler>(
         return;
     }
     conn.app_open = false;
+    let (code, reason) = (closure.code(), closure.reason());
     shared.counters.closed(code);
-    let id = conn.id(slot);
+    let id = conn.id(shared.worker, slot);
     debug!("{} closed: code {code} reason {reason:?}", conn.peer());
-    handler.on_close(&mut Ctx { shared, now }, id, code, reason);
+    if let Some(state) = app.slots.get_mut(slot).and_then(Option::take) {
+        app.handler
+            .on_close(&mut Ctx { shared, now }, id, state.state, code, reason);
+    }
 }
 
 /// Handles bytes of the HTTP request head: waits for the whole head, then answers it
-/// with 101 (and decodes whatever followed the head as frames) or with an HTTP error.
+/// (an upgrade the application accepts with 101, decoding whatever followed the head
+/// as frames; anything else with an HTTP response).
 fn on_handshake_input<H: Handler>(
-    handler: &mut H,
+    app: &mut App<H>,
     shared: &mut Shared,
     slot: usize,
     input: &mut [u8],
     now: Instant,
 ) {
     let max_head = shared.config.max_handshake_size;
+    let worker = shared.worker;
     let Some(conn) = shared.conns.get_mut(slot) else {
         return;
     };
@@ -885,10 +1004,7 @@ fn on_handshake_input<H: Handler>(
         head.extend_from_slice(input);
         parse_request(&head, max_head)
     };
-    let id = conn.id(slot);
-    if conn.mark_touched() {
-        shared.touched.push(id);
-    }
+    let id = conn.id(worker, slot);
     let (request, head_len) = match parsed {
         Ok(Parsed::Partial) => {
             if head.is_empty() {
@@ -917,8 +1033,9 @@ fn on_handshake_input<H: Handler>(
         }) => {
             debug!("{} {} {}", conn.peer(), request.method, request.path);
             shared.counters.http_request();
+            let response = (shared.routes)(&request);
             conn.queue
-                .push_bytes(&http::respond(&request, &shared.metrics));
+                .push_bytes(&response.to_bytes(request.method == "HEAD"));
             shared.begin_draining(slot, now);
             return;
         }
@@ -943,32 +1060,65 @@ fn on_handshake_input<H: Handler>(
         shared.begin_draining(slot, now);
         return;
     }
-    // §4.2.2: the server may only pick a subprotocol that the client offered.
-    let protocol = handler
-        .select_protocol(&request.protocols)
-        .filter(|chosen| request.protocols.contains(chosen));
+    let Ok(peer) = conn.socket.peer_addr() else {
+        // Reset by the peer since: nobody to answer.
+        shared.remove(slot);
+        return;
+    };
+    let decision = app
+        .handler
+        .on_upgrade(&mut Ctx { shared, now }, &request, peer);
+    let Some(conn) = shared.conns.get_mut(slot) else {
+        return;
+    };
+    let accept = match decision {
+        Ok(accept) => accept,
+        Err(response) => {
+            debug!(
+                "{} upgrade refused by the application: {}",
+                conn.peer(),
+                response.status()
+            );
+            shared.counters.refused();
+            conn.queue.push_bytes(&response.to_bytes(false));
+            shared.begin_draining(slot, now);
+            return;
+        }
+    };
     conn.queue.push_bytes(&handshake::switching_protocols(
         &request,
-        protocol.as_deref(),
+        accept.protocol.as_deref(),
+        &accept.headers,
     ));
-    conn.phase = Phase::Open {
-        ping_outstanding: false,
-    };
+    conn.phase = Phase::WebSocket;
     conn.app_open = true;
+    conn.session.heard_from_peer(shared.clock.tick_ceil(now));
+    let keepalive = conn.session.deadline();
+    conn.deadline = None;
     shared.counters.opened();
     debug!(
-        "{} open: {} (protocol {:?})",
+        "{} open: {} (subprotocol {})",
         conn.peer(),
         request.path,
-        protocol
+        accept.protocol.as_deref().unwrap_or("none"),
     );
-    if let Some(idle) = shared.config.idle_timeout {
-        let at = shared.clock.deadline(now, idle);
-        shared.set_deadline(slot, at);
-    } else if let Some(conn) = shared.conns.get_mut(slot) {
-        conn.deadline = None;
+    if let Some(at) = keepalive {
+        shared.set_deadline(id.slot, at);
     }
-    handler.on_open(&mut Ctx { shared, now }, id, &request);
+    shared.touch(id);
+    if app.slots.len() <= slot {
+        app.slots.resize_with(slot + 1, || None);
+    }
+    let state = app.slots.get_mut(slot).map(|s| {
+        s.insert(AppSlot {
+            state: accept.state,
+            partial: None,
+        })
+    });
+    if let Some(state) = state {
+        app.handler
+            .on_open(&mut Ctx { shared, now }, id, &mut state.state);
+    }
     // The client may send its first frames in the same packet as its request.
     let rest = if head.is_empty() {
         input.get_mut(head_len..)
@@ -976,14 +1126,14 @@ fn on_handshake_input<H: Handler>(
         head.get_mut(head_len..)
     };
     if let Some(rest) = rest.filter(|rest| !rest.is_empty()) {
-        on_frames(handler, shared, slot, rest, now);
+        on_frames(app, shared, slot, rest, now);
     }
 }
 
-/// Decodes frames from `input` and dispatches their events until the input is used up
-/// or the connection stops reading frames (close received, protocol error).
+/// Decodes frames from `input` and hands what the session reports to the handler,
+/// until the input is used up or the session has closed.
 fn on_frames<H: Handler>(
-    handler: &mut H,
+    app: &mut App<H>,
     shared: &mut Shared,
     slot: usize,
     input: &mut [u8],
@@ -994,113 +1144,83 @@ fn on_frames<H: Handler>(
         let Some(conn) = shared.conns.get_mut(slot) else {
             return;
         };
-        if matches!(
-            conn.phase,
-            Phase::Draining { .. } | Phase::Handshaking { .. }
-        ) {
+        if !matches!(conn.phase, Phase::WebSocket) {
             return;
         }
-        let id = conn.id(slot);
+        let id = conn.id(shared.worker, slot);
         let rest = input.get_mut(pos..).unwrap_or_default();
-        let (used, event) = match conn.decoder.decode(rest) {
-            Ok(progress) => progress,
-            Err(error) => {
-                fail(handler, shared, slot, error, now);
-                return;
-            }
-        };
+        let queued = conn.queue.len();
+        let (used, incoming) = conn.session.receive(rest, &mut conn.queue);
         pos += used;
-        let Some(event) = event else { return };
-        match event {
-            Event::FrameStart(h) => trace!(
-                "{} frame fin={} rsv={} opcode={:?} masked={} len={}",
-                conn.name(),
+        let app_open = conn.app_open;
+        if conn.queue.len() != queued {
+            // The session answered (a pong, a close).
+            shared.touch(id);
+        }
+        // No event: the session has used up the input.
+        let Some(incoming) = incoming else { return };
+        match incoming {
+            Incoming::Frame(h) => trace!(
+                "#{} frame fin={} rsv={} opcode={:?} masked={} len={}",
+                id.serial(),
                 u8::from(h.fin),
                 h.rsv,
                 h.opcode,
                 h.mask.is_some(),
                 h.payload_len
             ),
-            Event::Data {
+            Incoming::Data {
                 kind,
                 bytes,
                 end_of_message,
             } => {
-                // After our close (CloseSent) the peer's data is read and dropped (§7.1.2).
-                if conn.app_open {
+                if !app_open {
+                    // After the handler's own close the peer's data is dropped (§7.1.2).
+                    continue;
+                }
+                if end_of_message {
+                    shared.counters.message_in();
+                }
+                let whole = app.whole;
+                let Some((handler, state)) = app.split(id.slot) else {
+                    continue;
+                };
+                let ctx = &mut Ctx { shared, now };
+                if !whole {
+                    handler.on_data(ctx, id, &mut state.state, kind, bytes, end_of_message);
+                } else if end_of_message && state.partial.is_none() {
+                    // The common case: the whole message arrived in one chunk; no copy.
+                    handler.on_message(ctx, id, &mut state.state, kind, bytes);
+                } else {
+                    // Bounded: the decoder fails a message over the limit (1009).
+                    let partial = state.partial.get_or_insert_with(Box::default);
+                    partial.extend_from_slice(bytes);
                     if end_of_message {
-                        shared.counters.message_in();
+                        if let Some(message) = state.partial.take() {
+                            handler.on_message(ctx, id, &mut state.state, kind, &message);
+                        }
                     }
-                    handler.on_data(&mut Ctx { shared, now }, id, kind, bytes, end_of_message);
                 }
             }
-            Event::Ping(payload) => {
-                // §5.5.2: answer with a pong carrying the same payload, promptly: it
-                // goes behind the frames already queued, ahead of the rest of the echo.
-                if conn.is_open() {
-                    conn.queue_control(OpCode::Pong, payload.as_slice());
-                    shared.touch(slot);
+            Incoming::Pong(payload) => {
+                if let Some((handler, state)) = app.split(id.slot).filter(|_| app_open) {
+                    let ctx = &mut Ctx { shared, now };
+                    handler.on_pong(ctx, id, &mut state.state, payload.as_slice());
                 }
             }
-            Event::Pong(_) => {} // unsolicited or keepalive: any input resets the idle timer
-            Event::Close(frame) => {
-                on_close_frame(handler, shared, slot, frame, now);
+            Incoming::Closed(closure) => {
+                if let Closure::Failed(error) = &closure {
+                    if let Some(conn) = shared.conns.get(slot) {
+                        debug!("{} protocol error: {error}", conn.peer());
+                    }
+                    shared.counters.protocol_error(error.close_code());
+                }
+                leave_open(app, shared, slot, &closure, now);
+                shared.begin_draining(slot, now);
                 return;
             }
         }
     }
-}
-
-/// The peer sent a close frame (§5.5.1, §7.1.2).
-fn on_close_frame<H: Handler>(
-    handler: &mut H,
-    shared: &mut Shared,
-    slot: usize,
-    frame: Option<CloseFrame>,
-    now: Instant,
-) {
-    let Some(conn) = shared.conns.get_mut(slot) else {
-        return;
-    };
-    if conn.is_open() {
-        // Answer with the same body: the status code and reason the client sent (an
-        // empty close if it sent none), which browsers show in their close event.
-        let body = frame.as_ref().map_or(&[][..], |f| f.payload());
-        conn.queue_control(OpCode::Close, body);
-    }
-    let (code, reason) = frame
-        .as_ref()
-        .map_or((CloseCode::NO_STATUS, ""), |f| (f.code(), f.reason()));
-    leave_open(handler, shared, slot, code, reason, now);
-    shared.begin_draining(slot, now);
-}
-
-/// The peer broke the protocol: send a close with the error's code and reason, then
-/// close (§7.1.7 "Fail the WebSocket Connection").
-fn fail<H: Handler>(
-    handler: &mut H,
-    shared: &mut Shared,
-    slot: usize,
-    error: ProtocolError,
-    now: Instant,
-) {
-    let Some(conn) = shared.conns.get_mut(slot) else {
-        return;
-    };
-    debug!("{} protocol error: {error}", conn.peer());
-    shared.counters.protocol_error(error.close_code());
-    if conn.is_open() {
-        conn.queue_close(error.close_code(), error.reason());
-    }
-    leave_open(
-        handler,
-        shared,
-        slot,
-        error.close_code(),
-        error.reason(),
-        now,
-    );
-    shared.begin_draining(slot, now);
 }
 
 /// A duration in the start line: `1.5 s`, or `off`.

@@ -7,24 +7,19 @@
 //! for or removed early, and an idle connection costs the loop nothing until its
 //! deadline.
 //!
-//! Time is counted in [`Tick`]s: whole milliseconds since the reactor started, in 32
-//! bits, so that a connection keeps its two times in 8 bytes and a heap entry is 8
-//! bytes (a tick and a slot) instead of 32 (an `Instant` and a `ConnId`). The count
-//! wraps after 49.7 days; ticks are compared by their wrapping difference, which is
-//! right as long as the times compared are less than 24.8 days apart. Every deadline
-//! is less than [`MAX_SPAN`] ahead of the present, and due entries leave the heap on
-//! the loop turn they come due, so that always holds.
+//! Time is counted in [`Tick`]s (see [`crate::protocol::time`]): whole milliseconds
+//! since the reactor started, in 32 bits, so that a connection keeps its two times in
+//! 8 bytes and a heap entry is 8 bytes (a tick and a slot) instead of 32 (an `Instant`
+//! and a `ConnId`). The count wraps after 49.7 days; ticks are compared by their
+//! wrapping difference, which is right as long as the times compared are less than
+//! 24.8 days apart. Every deadline is less than [`MAX_SPAN`] ahead of the present, and
+//! due entries leave the heap on the loop turn they come due, so that always holds.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// A point in time: milliseconds since [`Clock`]'s start, wrapping at 2^32.
-pub type Tick = u32;
-
-/// The longest timeout the timers represent: 2^30 ms, 12.4 days. A longer one is cut
-/// to this (a handshake or close timeout of weeks is not a timeout).
-pub const MAX_SPAN: Duration = Duration::from_millis(1 << 30);
+pub use crate::protocol::time::{is_before, Tick, MAX_SPAN};
 
 /// Converts `Instant`s into [`Tick`]s.
 #[derive(Clone, Copy, Debug)]
@@ -69,19 +64,6 @@ impl Clock {
         let into_tick = Duration::from_nanos(u64::from(since.subsec_nanos() % 1_000_000));
         Duration::from_millis(ahead as u64).saturating_sub(into_tick)
     }
-}
-
-/// `tick` plus `after` (cut to [`MAX_SPAN`]), rounded up to whole ticks.
-pub fn after_ticks(tick: Tick, after: Duration) -> Tick {
-    let after = after.min(MAX_SPAN);
-    let ms = after.as_millis() + u128::from(!after.subsec_nanos().is_multiple_of(1_000_000));
-    // At most 2^30: the cast is lossless.
-    tick.wrapping_add(ms as Tick)
-}
-
-/// Whether tick `a` is before tick `b` (by their wrapping difference).
-pub fn is_before(a: Tick, b: Tick) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
 }
 
 /// One heap entry: slot `slot`'s deadline was `at` when it was pushed.
@@ -138,16 +120,6 @@ impl Timers {
             _ => None,
         }
     }
-
-    /// Entries in the heap (live or stale).
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// Whether the heap is empty.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -164,7 +136,7 @@ mod tests {
         assert_eq!(timers.pop_due(3000), Some((1000, 1)));
         assert_eq!(timers.pop_due(3000), Some((2000, 0)));
         assert_eq!(timers.pop_due(3000), None);
-        assert!(timers.is_empty());
+        assert!(timers.heap.is_empty());
     }
 
     #[test]
@@ -178,8 +150,6 @@ mod tests {
         assert_eq!(timers.pop_due(u32::MAX), None);
         assert_eq!(timers.pop_due(4), None);
         assert_eq!(timers.pop_due(5), Some((5, 1)));
-        assert_eq!(after_ticks(before_wrap, Duration::from_millis(16)), 5);
-        assert!(is_before(before_wrap, 5) && !is_before(5, before_wrap));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Several reactors in one process: `--workers N`.
+//! Several reactors in one process.
 //!
 //! Each worker is a whole [`Server`]: its own poll, listener, connections, timers, read
 //! buffer and handler, on its own thread. Workers share nothing but their counters
@@ -7,14 +7,14 @@
 //! new connection to one of them (by a hash of the addresses and ports): the
 //! connection then lives on that worker's thread until it closes.
 //!
-//! Shutdown needs no coordination either: every worker registers its own
-//! `signal-hook` handler for SIGINT and SIGTERM, and signal-hook runs every
-//! registration, so one signal wakes every worker's poll through its own self-pipe.
-//! Each closes its listener, sends close 1001 to its connections and returns within
-//! the shutdown timeout; [`Workers::run`] returns when all have.
+//! One [`Handle`] reaches every worker: it posts commands to each one's mailbox
+//! (a send or close goes to the worker named in the [`crate::ConnId`]). A worker that
+//! fails or panics shuts the others down through it, and [`Workers::run`] reports
+//! that worker's error or panic to its caller.
 
-use super::{Config, Metrics, Server};
-use crate::app::Handler;
+use super::{Config, Handle, Metrics, Routes, Server};
+use crate::handler::Handler;
+use crate::http::{HttpRequest, HttpResponse};
 use log::error;
 use std::io;
 use std::net::SocketAddr;
@@ -24,25 +24,29 @@ use std::thread;
 /// `config.workers` reactors on as many threads, listening on one address.
 ///
 /// ```no_run
-/// use wsreactor::app::echo::Echo;
-/// use wsreactor::reactor::{Config, Workers};
+/// use wsreactor::{Config, Echo, Workers};
 ///
-/// let config = Config { workers: 4, ..Config::default() };
-/// let workers = Workers::bind(config, |_worker| Echo)?;
+/// let config = Config::builder().workers(4).build().expect("valid");
+/// let workers = Workers::bind(config, |_worker| Echo::new())?;
 /// println!("listening on ws://{}/", workers.local_addr()?);
-/// workers.run()?; // until SIGINT/SIGTERM
+/// let handle = workers.handle(); // to shut them down from another thread
+/// workers.run()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Workers<H> {
+pub struct Workers<H: Handler> {
     servers: Vec<Server<H>>,
     metrics: Arc<Metrics>,
 }
 
-impl<H: Handler + Send + 'static> Workers<H> {
-    /// Binds `config.workers` listeners (at least one) to `config.addr`, and builds
-    /// each worker's handler with `handler_for(worker)`, `worker` counting from 0.
-    /// With port 0 the first listener's port is used for the others. All listeners are
-    /// bound before this returns, so an address in use is reported here.
+impl<H> Workers<H>
+where
+    H: Handler + Send + 'static,
+    H::State: Send,
+{
+    /// Binds `config.workers` listeners to `config.addr`, and builds each worker's
+    /// handler with `handler_for(worker)`, `worker` counting from 0. With port 0 the
+    /// first listener's port is used for the others. All listeners are bound before
+    /// this returns, so an address in use is reported here.
     pub fn bind(mut config: Config, mut handler_for: impl FnMut(usize) -> H) -> io::Result<Self> {
         let count = config.workers.max(1);
         let metrics = Arc::new(Metrics::new(count));
@@ -59,6 +63,21 @@ impl<H: Handler + Send + 'static> Workers<H> {
         Ok(Workers { servers, metrics })
     }
 
+    /// Answers plain HTTP requests on every worker with `routes` (see
+    /// [`Server::http`]).
+    pub fn http(
+        mut self,
+        routes: impl Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    ) -> Self {
+        let routes: Routes = Arc::new(routes);
+        self.servers = self
+            .servers
+            .into_iter()
+            .map(|server| server.with_routes(routes.clone()))
+            .collect();
+        self
+    }
+
     /// The address every worker listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self.servers.first() {
@@ -72,14 +91,20 @@ impl<H: Handler + Send + 'static> Workers<H> {
         &self.metrics
     }
 
-    /// Runs every worker until a shutdown signal has been handled by all of them. One
-    /// worker runs on the calling thread; with more, each runs on a thread of its own
-    /// (`wsreactor-N`) and the calling thread waits for them.
+    /// A handle that reaches every worker.
+    pub fn handle(&self) -> Handle<H> {
+        Handle::new(self.servers.iter().map(|s| s.mailbox.clone()).collect())
+    }
+
+    /// Runs every worker until a graceful shutdown (see [`Handle::shutdown`]) has
+    /// finished on all of them. One worker runs on the calling thread; with more, each
+    /// runs on a thread of its own (`wsreactor-N`) and the calling thread waits.
     ///
     /// A worker that fails (an error from `poll`, which should not happen) or panics
-    /// raises SIGTERM, so that the others shut down gracefully instead of serving on
-    /// without it; then this returns its error, or resumes its panic.
+    /// shuts the others down gracefully; then this returns its error, or an error
+    /// that says which worker panicked and with what message.
     pub fn run(self) -> io::Result<()> {
+        let handle = self.handle();
         let Workers { mut servers, .. } = self;
         let Some(first) = servers.first() else {
             return Ok(());
@@ -89,79 +114,79 @@ impl<H: Handler + Send + 'static> Workers<H> {
             return servers.remove(0).run_loop();
         }
         let mut threads = Vec::with_capacity(servers.len());
-        let mut spawn_error = None;
+        let mut result = Ok(());
         for server in servers {
-            let name = format!("wsreactor-{}", server.worker);
+            let worker = server.worker;
+            let group = handle.clone();
             match thread::Builder::new()
-                .name(name)
-                .spawn(move || run_worker(server))
+                .name(format!("wsreactor-{worker}"))
+                .spawn(move || run_worker(server, group))
             {
-                Ok(thread) => threads.push(thread),
+                Ok(thread) => threads.push((worker, thread)),
                 Err(e) => {
                     error!("cannot start a worker thread: {e}; stopping the others");
-                    raise_sigterm();
-                    spawn_error = Some(e);
+                    handle.shutdown();
+                    result = Err(e);
                     break;
                 }
             }
         }
-        let mut result = spawn_error.map_or(Ok(()), Err);
-        let mut panic = None;
-        for thread in threads {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
-                Err(payload) => panic = panic.or(Some(payload)),
+        for (worker, thread) in threads {
+            let outcome = thread.join().unwrap_or_else(|panic| {
+                Err(io::Error::other(format!(
+                    "worker {worker} panicked: {}",
+                    panic_message(&*panic)
+                )))
+            });
+            if result.is_ok() {
+                result = outcome;
             }
-        }
-        if let Some(payload) = panic {
-            std::panic::resume_unwind(payload);
         }
         result
     }
 }
 
 /// Runs one worker of several; if it ends other than by a graceful shutdown (an error
-/// or a panic), asks the others to stop.
-fn run_worker<H: Handler>(server: Server<H>) -> io::Result<()> {
+/// or a panic), stops the others.
+fn run_worker<H: Handler>(server: Server<H>, handle: Handle<H>) -> io::Result<()> {
     let worker = server.worker;
     let mut guard = StopOthers {
         worker,
-        armed: true,
+        handle: Some(handle),
     };
     let result = server.run_loop();
     if let Err(e) = &result {
         error!("worker {worker} failed: {e}");
     } else {
-        guard.armed = false;
+        guard.handle = None;
     }
     result
 }
 
-/// Raises SIGTERM when dropped while armed: on a worker's error, and while unwinding
-/// from its panic.
-struct StopOthers {
+/// Shuts the group down when dropped while it holds the handle: on a worker's error,
+/// and while unwinding from its panic.
+struct StopOthers<H> {
     worker: usize,
-    armed: bool,
+    handle: Option<Handle<H>>,
 }
 
-impl Drop for StopOthers {
+impl<H> Drop for StopOthers<H> {
     fn drop(&mut self) {
-        if self.armed {
+        if let Some(handle) = &self.handle {
             error!(
                 "worker {} ended abnormally: stopping the others",
                 self.worker
             );
-            raise_sigterm();
+            handle.shutdown();
         }
     }
 }
 
-/// Sends SIGTERM to this process: every worker's signal handler sees it.
-fn raise_sigterm() {
-    let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+/// The message of a panic payload (a `&str` or a `String`, as `panic!` makes them).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }

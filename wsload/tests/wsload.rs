@@ -17,7 +17,7 @@ fn echo_server() -> SocketAddr {
         .addr(SocketAddr::from(([127, 0, 0, 1], 0)))
         .build()
         .expect("valid config");
-    let server = wsreactor::Server::bind(config, wsreactor::app::echo::Echo).expect("bind");
+    let server = wsreactor::Server::bind(config, wsreactor::Echo::new()).expect("bind");
     let addr = server.local_addr().expect("address");
     thread::spawn(move || server.run());
     addr
