@@ -7,6 +7,9 @@
 // Case 1: load the page, connect, send text, send 50 KB / 150 KB / 1 MB / 16 MB as text
 //         and as binary, wait for every echo, check that all matched, close with 4000 and
 //         a reason, check the page shows that close; screenshot to docs/images/demo.png.
+// Case 1b: a page script's WebSocket that insists on a subprotocol (new WebSocket(url,
+//         ['soap', 'chat']): Chromium fails the connection unless the 101 names one of
+//         them) gets 'chat' (the server runs with --subprotocols chat) and an echo.
 // Case 2: reconnect, SIGTERM the server while connected, check the page shows close 1001
 //         "server shutting down" and that the server exits 0.
 //
@@ -56,7 +59,7 @@ let serverStderr = '';
 
 function startServer() {
   return new Promise((resolveStart, rejectStart) => {
-    server = spawn(SERVER_BIN, ['--addr', '127.0.0.1:0'], {
+    server = spawn(SERVER_BIN, ['--addr', '127.0.0.1:0', '--subprotocols', 'chat'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
     });
@@ -204,6 +207,18 @@ async function main() {
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     console.log(`# screenshot: ${SCREENSHOT}`);
+
+    // ---------------------------------------------------------------- case 1b
+    console.log('# case 1b: a WebSocket that requires a subprotocol');
+    const insisting = await page.evaluate((wsUrl) => new Promise((done) => {
+      const ws = new WebSocket(wsUrl, ['soap', 'chat']);
+      const t = setTimeout(() => done({ error: 'timeout' }), 10_000);
+      ws.onerror = () => { clearTimeout(t); done({ error: 'connection failed' }); };
+      ws.onopen = () => ws.send('with a subprotocol');
+      ws.onmessage = (e) => { clearTimeout(t); done({ protocol: ws.protocol, data: e.data }); ws.close(1000); };
+    }), url);
+    check(insisting.protocol === 'chat' && insisting.data === 'with a subprotocol',
+      "a WebSocket that requires subprotocol 'chat' connects with it and gets its echo", JSON.stringify(insisting));
 
     // ---------------------------------------------------------------- case 2
     console.log('# case 2: reconnect, SIGTERM the server, expect close 1001');

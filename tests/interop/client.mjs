@@ -91,6 +91,7 @@ async function main(url) {
   await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 'open');
   // ws offers permessage-deflate by default; the server implements no extension.
   check(ws.extensions === '', 'handshake: permessage-deflate offer declined', JSON.stringify(ws.extensions));
+  check(ws.protocol === '', 'handshake: no subprotocol when none is offered', JSON.stringify(ws.protocol));
 
   for (const n of SIZES) {
     for (const binary of [false, true]) {
@@ -141,6 +142,22 @@ async function main(url) {
     } catch (err) {
       check(false, what, String(err));
     }
+  }
+
+  // A client that insists on a subprotocol: ws fails the handshake unless the server
+  // picks one of those offered (the server runs with --subprotocols chat,echo).
+  const what = "a client that requires subprotocol 'chat' gets it and an echo";
+  try {
+    const insisting = new WebSocket(url, ['chat', 'superchat']);
+    const echoed = queue(insisting, 'message');
+    await withTimeout(new Promise((resolve, reject) => { insisting.once('open', resolve); insisting.once('error', reject); }), 'open with a subprotocol');
+    insisting.send('with a subprotocol');
+    const [data] = await withTimeout(echoed(), what);
+    check(insisting.protocol === 'chat' && data.toString() === 'with a subprotocol', what,
+      `${insisting.protocol}, ${data}`);
+    insisting.close(1000);
+  } catch (err) {
+    check(false, what, String(err));
   }
 
   ws.close(4001, 'bye from node ws');

@@ -10,6 +10,9 @@ Checks, each printed as `ok - ...` or `FAIL - ...`:
     fragments, so websockets writes one frame per fragment) come back whole
   * pings with a payload (short, and the 125-byte maximum) are answered with that payload
   * closing with 4001 and a reason gets a close frame with code 4001 back
+  * a client that insists on a subprotocol (`subprotocols=["echo"]`, which fails the
+    handshake unless the server picks one it offered) gets `echo` and an echo; the server
+    runs with `--subprotocols chat,echo`, and one offering none gets none
 The last line is `client.py: N passed, M failed`; the exit status is 1 if any check failed.
 """
 
@@ -120,6 +123,7 @@ async def main(uri: str) -> None:
         # websockets offers permessage-deflate by default; the server implements no
         # extension, so it must decline (answer without the header).
         check(ext is None, "handshake: permessage-deflate offer declined", ext)
+        check(ws.subprotocol is None, "handshake: no subprotocol when none is offered", ws.subprotocol)
 
         for n in SIZES:
             await echo(ws, make_text(n), f"text {human(n)} echoed byte for byte")
@@ -144,11 +148,25 @@ async def main(uri: str) -> None:
             print(f"# server's close frame: code {rcvd.code}, reason {rcvd.reason!r}", flush=True)
 
 
+async def insisting_on_a_subprotocol(uri: str) -> None:
+    what = "a client that requires subprotocol 'echo' gets it and an echo"
+    try:
+        async with connect(uri, subprotocols=["soap", "echo"], proxy=None, ping_interval=None) as ws:
+            got_protocol = ws.subprotocol
+            await asyncio.wait_for(ws.send("with a subprotocol"), STEP_TIMEOUT)
+            got = await asyncio.wait_for(ws.recv(), STEP_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 - websockets refuses a 101 without the protocol
+        check(False, what, f"{type(e).__name__}: {e}")
+        return
+    check(got_protocol == "echo" and got == "with a subprotocol", what, f"{got_protocol!r}, {got!r}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     try:
         asyncio.run(main(sys.argv[1]))
+        asyncio.run(insisting_on_a_subprotocol(sys.argv[1]))
     except Exception as e:  # noqa: BLE001 - e.g. the connection could not be opened
         check(False, "client run", f"{type(e).__name__}: {e}")
     print(f"client.py: {passed} passed, {failed} failed", flush=True)
