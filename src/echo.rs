@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 /// Which subprotocols (RFC 6455 §1.9) an [`Echo`] accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Subprotocols {
     /// None: the 101 names no subprotocol (the default).
     #[default]

@@ -148,8 +148,9 @@ pub trait Handler {
     }
 
     /// With [`Delivery::Streamed`]: the next bytes of a message, as they arrived
-    /// (unmasked, and for text already accepted by the UTF-8 validator, so a chunk
-    /// ends on a character boundary). `end_of_message` marks the last chunk.
+    /// (unmasked; for text, valid UTF-8 so far — a chunk may end inside a character
+    /// that the next chunk completes, and the message as a whole is valid, RFC 6455
+    /// §8.1). `end_of_message` marks the last chunk.
     fn on_data(
         &mut self,
         ctx: &mut Ctx<'_>,

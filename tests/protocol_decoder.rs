@@ -97,6 +97,7 @@ fn decode_in_pieces(decoder: &mut Decoder, bytes: &[u8], sizes: &[usize]) -> Vec
                         Event::Close(c) => {
                             Seen::Close(c.map(|c| (c.code().0, c.reason().to_string())))
                         }
+                        other => panic!("an event this test does not know: {other:?}"),
                     };
                     seen.push(item);
                 }

@@ -60,6 +60,7 @@ impl Default for Limits {
 
 /// What the decoder found in the bytes it consumed.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A frame header passed every check. For a text or binary opcode this starts a
     /// message; a continuation carries on the open one; a control opcode is followed

@@ -53,6 +53,7 @@ impl Fragmenter {
     /// of a message of `kind`; `end_of_message` sets FIN on the last one. Empty `data`
     /// produces no frame unless it ends the message (then one empty FIN frame). A part
     /// of an open message continues it: its kind stays the one the message began with.
+    #[inline]
     pub fn frames<'d>(
         &mut self,
         kind: MessageKind,

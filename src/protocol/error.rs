@@ -7,6 +7,7 @@ use std::fmt;
 /// sends a close frame with [`ProtocolError::close_code`] and [`ProtocolError::reason`]
 /// and then drops the TCP connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// RSV1–3 set without an extension that defines them (§5.2).
     ReservedBitsSet,

@@ -179,6 +179,7 @@ fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 /// ([`HandshakeError::status`]) and a one-line explanation
 /// ([`HandshakeError::reason`]); [`reject`] turns it into a response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// Not valid HTTP/1.x syntax (400).
     Malformed,

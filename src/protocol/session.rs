@@ -68,6 +68,9 @@ pub struct SessionConfig {
     /// it has to show life before it is dropped. `None`: never. Cut to [`MAX_SPAN`] and
     /// rounded up to whole milliseconds, at least 1.
     pub idle_timeout: Option<Duration>,
+    /// Whether [`Session::receive`] reports each frame header ([`Incoming::Frame`]),
+    /// for a trace log. Off, headers cost no step of their own.
+    pub report_frames: bool,
 }
 
 /// Where a session is in the closing of the connection (RFC 6455 §7).
@@ -109,6 +112,7 @@ impl std::error::Error for SendError {}
 
 /// How a session came to be [`State::Closed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Closure {
     /// The peer's close frame (`None`: an empty body, reported as 1005, §7.1.5). While
     /// open, it was echoed with the same body (§5.5.1).
@@ -145,8 +149,10 @@ impl Closure {
 
 /// What [`Session::receive`] found in the peer's bytes.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Incoming<'a> {
-    /// A frame header was decoded (for trace logs); its payload follows in later events.
+    /// A frame header was decoded (for trace logs, with
+    /// [`SessionConfig::report_frames`]); its payload follows in later events.
     Frame(FrameHeader),
     /// The next bytes of a data message, unmasked (only while open: after our close the
     /// peer's data is read and dropped, §7.1.2). For text they are valid UTF-8 so far,
@@ -159,10 +165,12 @@ pub enum Incoming<'a> {
         /// These bytes end the message.
         end_of_message: bool,
     },
-    /// A pong (§5.5.3), solicited or not (only while open).
-    Pong(ControlPayload),
+    /// A pong (§5.5.3), solicited or not (only while open). Boxed, like the closure:
+    /// the payload takes up to 125 bytes, and every step's result, on the hot path of
+    /// data, would otherwise be as large.
+    Pong(Box<ControlPayload>),
     /// The session is now [`State::Closed`]: nothing more will be read.
-    Closed(Closure),
+    Closed(Box<Closure>),
 }
 
 /// What [`Session::on_deadline`] did.
@@ -206,6 +214,8 @@ pub struct Session {
     idle: Option<NonZeroU32>,
     /// The close timeout in ms.
     close_timeout: u32,
+    /// See [`SessionConfig::report_frames`].
+    report_frames: bool,
 }
 
 impl Session {
@@ -224,6 +234,7 @@ impl Session {
             due: now,
             idle,
             close_timeout: span_ms(config.close_timeout),
+            report_frames: config.report_frames,
         };
         session.heard_from_peer(now);
         session
@@ -257,12 +268,13 @@ impl Session {
     /// (§7.1.2) only frame headers and the peer's close (or a protocol error) are
     /// reported, and nothing is sent. Once closed, all input is used and nothing
     /// reported.
+    #[inline]
     pub fn receive<'a>(
         &mut self,
         input: &'a mut [u8],
         out: &mut impl Output,
     ) -> (usize, Option<Incoming<'a>>) {
-        if self.phase == Phase::Closed {
+        if matches!(self.phase, Phase::Closed) {
             return (input.len(), None);
         }
         // Every branch that changes the phase returns.
@@ -270,52 +282,64 @@ impl Session {
         let mut pos = 0;
         // Steps whose event is not reported (a ping answered, data dropped after our
         // close) go on to the next, so that `None` always means all input was used.
+        // The decoder's result is matched where it lies, not moved out first: an event
+        // can carry a control payload of up to 125 bytes, and this is the hot path.
         let (kind, end_of_message, start) = loop {
             let start = pos;
             let rest = input.get_mut(pos..).unwrap_or_default();
-            let (used, event) = match self.decoder.decode(rest) {
-                Ok(step) => step,
+            match self.decoder.decode(rest) {
                 Err(error) => {
                     if open {
                         push_close(out, error.close_code(), error.reason());
                     }
                     self.phase = Phase::Closed;
-                    return (input.len(), Some(Incoming::Closed(Closure::Failed(error))));
+                    return (
+                        input.len(),
+                        Some(Incoming::Closed(Box::new(Closure::Failed(error)))),
+                    );
                 }
-            };
-            pos += used;
-            let Some(event) = event else {
-                return (pos, None);
-            };
-            match event {
-                Event::FrameStart(header) => return (pos, Some(Incoming::Frame(header))),
-                Event::Data {
-                    kind,
-                    bytes,
-                    end_of_message,
-                } if open => {
+                Ok((used, None)) => return (pos + used, None),
+                Ok((used, Some(Event::FrameStart(header)))) => {
+                    pos += used;
+                    if self.report_frames {
+                        return (pos, Some(Incoming::Frame(header)));
+                    }
+                }
+                Ok((
+                    used,
+                    Some(Event::Data {
+                        kind,
+                        bytes,
+                        end_of_message,
+                    }),
+                )) => {
                     debug_assert_eq!(bytes.len(), used, "data is the input used, in place");
-                    break (kind, end_of_message, start);
+                    pos += used;
+                    if open {
+                        break (kind, end_of_message, start);
+                    }
+                    // §7.1.2: after our close the peer's data is read and dropped.
                 }
-                // §7.1.2: after our close the peer's data is read and dropped.
-                Event::Data { .. } => {}
-                Event::Ping(payload) => {
+                Ok((used, Some(Event::Ping(payload)))) => {
+                    pos += used;
                     if open {
                         push_control(out, OpCode::Pong, payload.as_slice());
                     }
                 }
-                Event::Pong(payload) => {
+                Ok((used, Some(Event::Pong(payload)))) => {
+                    pos += used;
                     if open {
-                        return (pos, Some(Incoming::Pong(payload)));
+                        return (pos, Some(Incoming::Pong(Box::new(payload))));
                     }
                 }
-                Event::Close(frame) => {
+                Ok((used, Some(Event::Close(frame)))) => {
+                    pos += used;
                     if open {
                         let body = frame.as_ref().map_or(&[][..], CloseFrame::payload);
                         push_control(out, OpCode::Close, body);
                     }
                     self.phase = Phase::Closed;
-                    return (pos, Some(Incoming::Closed(Closure::Peer(frame))));
+                    return (pos, Some(Incoming::Closed(Box::new(Closure::Peer(frame)))));
                 }
             }
         };
@@ -337,6 +361,7 @@ impl Session {
 
     /// The peer showed life at `now` (bytes arrived, or it took our output while the
     /// socket was full): the keepalive starts over, with no ping outstanding.
+    #[inline]
     pub fn heard_from_peer(&mut self, now: Tick) {
         if let Phase::Open { pinged } = &mut self.phase {
             *pinged = false;
@@ -381,6 +406,7 @@ impl Session {
     /// `whole`: the caller sends a complete message with it. `Err(Closed)` unless open
     /// (§5.5.1); `Err(MessageOpen)` if another message is unfinished (§5.4: a whole
     /// message, or a part of another kind, would interleave with it).
+    #[inline]
     pub fn fragmenter_for(
         &mut self,
         kind: MessageKind,
@@ -473,6 +499,7 @@ mod tests {
         SessionConfig {
             close_timeout: Duration::from_millis(CLOSE_TIMEOUT.into()),
             idle_timeout: idle.map(|ms| Duration::from_millis(ms.into())),
+            report_frames: true,
         }
     }
 
@@ -525,7 +552,7 @@ mod tests {
                     end_of_message,
                 }) => got.push(Got::Data(kind, bytes.to_vec(), end_of_message)),
                 Some(Incoming::Pong(payload)) => got.push(Got::Pong(payload.as_slice().to_vec())),
-                Some(Incoming::Closed(closure)) => got.push(Got::Closed(closure)),
+                Some(Incoming::Closed(closure)) => got.push(Got::Closed(*closure)),
             }
         }
     }
@@ -1033,6 +1060,7 @@ mod tests {
         let config = SessionConfig {
             close_timeout: Duration::from_micros(1_500),
             idle_timeout: Some(Duration::ZERO),
+            report_frames: true,
         };
         let mut s = Session::new(Limits::default(), 1 << 16, config, 10);
         assert_eq!(s.deadline(), Some(11));

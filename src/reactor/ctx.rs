@@ -1,6 +1,7 @@
 //! [`Ctx`]: what a handler acts through during a call — send to, ping and close
 //! connections, set timers, read the counters, stop the server.
 
+use super::connection::Connection;
 use super::Shared;
 use crate::handler::{ConnId, Sent, TimerId};
 use crate::protocol::{CloseCode, CloseFrame, MessageKind, SendError};
@@ -55,17 +56,24 @@ impl Ctx<'_> {
         whole: bool,
     ) -> Result<Sent, SendError> {
         let shared = &mut *self.shared;
+        let high = shared.config.write_high_watermark;
+        // One look-up of the connection for all of it: this is every echo's path.
         let c = shared.open_conn(conn).ok_or(SendError::Closed)?;
-        match c.send_data(kind, data, end_of_message, whole)? {
+        let written = c.send_data(kind, data, end_of_message, whole)?;
+        let listed = c.mark_touched();
+        let sent = backpressure(c, high);
+        match written {
             Ok(0) => {}
-            Ok(written) => shared.counters.bytes_out(written),
+            Ok(n) => shared.counters.bytes_out(n),
             Err(e) => shared.write_failed(conn, e),
         }
         if end_of_message {
             shared.counters.message_out();
         }
-        shared.touch(conn);
-        Ok(shared.sent(conn))
+        if listed {
+            shared.touched.push(conn);
+        }
+        Ok(sent)
     }
 
     /// Sends a ping with `payload` (at most 125 bytes, RFC 6455 §5.5) to `conn`; its
@@ -73,10 +81,12 @@ impl Ctx<'_> {
     /// frames of a message, not behind it.
     pub fn ping(&mut self, conn: ConnId, payload: &[u8]) -> Result<Sent, SendError> {
         let shared = &mut *self.shared;
+        let high = shared.config.write_high_watermark;
         let c = shared.open_conn(conn).ok_or(SendError::Closed)?;
         c.session.ping(payload, &mut c.queue)?;
+        let sent = backpressure(c, high);
         shared.touch(conn);
-        Ok(shared.sent(conn))
+        Ok(sent)
     }
 
     /// Starts the closing handshake on `conn` with `code` and `reason` (RFC 6455
@@ -144,5 +154,18 @@ impl Ctx<'_> {
     /// for all of them, once the current handler call returns.
     pub fn shutdown(&mut self) {
         self.shared.shutdown_requested = true;
+    }
+}
+
+/// What a send that just queued to `c` reports. Above the high watermark the
+/// connection is marked paused at once, so that `on_drain` follows when it drains
+/// below the low one, however fast that happens.
+#[inline]
+fn backpressure(c: &mut Connection, high_watermark: usize) -> Sent {
+    if c.queue.len() > high_watermark {
+        c.paused = true;
+        Sent::Backpressure
+    } else {
+        Sent::Queued
     }
 }

@@ -28,7 +28,7 @@ pub use handle::{Handle, Stopped};
 pub use metrics::{Metrics, Snapshot};
 pub use workers::Workers;
 
-use crate::handler::{ConnId, Delivery, Handler, Sent};
+use crate::handler::{ConnId, Delivery, Handler};
 use crate::http::{HttpRequest, HttpResponse, Routes};
 use crate::protocol::handshake::{self, http_response, parse_request, Parsed, Request};
 use crate::protocol::header::MAX_PAYLOAD_LEN;
@@ -117,20 +117,6 @@ impl Shared {
         self.conns
             .get_mut(id.slot as usize)
             .filter(|c| c.is(id) && c.app_open)
-    }
-
-    /// What a send that just queued to `id` reports. Above the high watermark the
-    /// connection is marked paused at once, so that `on_drain` follows when it drains
-    /// below the low one, however fast that happens.
-    fn sent(&mut self, id: ConnId) -> Sent {
-        let high = self.config.write_high_watermark;
-        match self.conns.get_mut(id.slot as usize) {
-            Some(c) if c.queue.len() > high => {
-                c.paused = true;
-                Sent::Backpressure
-            }
-            _ => Sent::Queued,
-        }
     }
 
     fn set_deadline(&mut self, slot: u32, at: Tick) {
@@ -650,6 +636,9 @@ impl<H: Handler> Server<H> {
         let session_config = SessionConfig {
             close_timeout: config.close_timeout,
             idle_timeout: config.idle_timeout,
+            // Frame headers are only traced: without the trace level they take no
+            // step of their own through the session.
+            report_frames: log::log_enabled!(log::Level::Trace),
         };
         let now_tick = self.shared.clock.tick_ceil(now);
         entry.insert(Connection {
@@ -870,6 +859,11 @@ impl<H: Handler> Server<H> {
     /// Carries out what handles have asked since the last turn.
     fn on_commands(&mut self, now: Instant) {
         for command in self.mailbox.take() {
+            if let Command::Shutdown = command {
+                // Each one counts: a second shutdown stops at once.
+                self.begin_shutdown(now);
+                continue;
+            }
             let ctx = &mut Ctx {
                 shared: &mut self.shared,
                 now,
@@ -884,7 +878,7 @@ impl<H: Handler> Server<H> {
                     let _ = ctx.close(conn, code, &reason);
                 }
                 Command::Run(job) => job(&mut self.app.handler, ctx),
-                Command::Shutdown => self.shared.shutdown_requested = true,
+                Command::Shutdown => {}
             }
             self.settle(now);
         }
@@ -1085,9 +1079,13 @@ fn on_handshake_input<H: Handler>(
             return;
         }
     };
+    // §4.2.2: the server may only pick a subprotocol that the client offered.
+    let protocol = accept
+        .protocol
+        .filter(|chosen| request.protocols.contains(chosen));
     conn.queue.push_bytes(&handshake::switching_protocols(
         &request,
-        accept.protocol.as_deref(),
+        protocol.as_deref(),
         &accept.headers,
     ));
     conn.phase = Phase::WebSocket;
@@ -1100,7 +1098,7 @@ fn on_handshake_input<H: Handler>(
         "{} open: {} (subprotocol {})",
         conn.peer(),
         request.path,
-        accept.protocol.as_deref().unwrap_or("none"),
+        protocol.as_deref().unwrap_or("none"),
     );
     if let Some(at) = keepalive {
         shared.set_deadline(id.slot, at);
@@ -1209,7 +1207,7 @@ fn on_frames<H: Handler>(
                 }
             }
             Incoming::Closed(closure) => {
-                if let Closure::Failed(error) = &closure {
+                if let Closure::Failed(error) = &*closure {
                     if let Some(conn) = shared.conns.get(slot) {
                         debug!("{} protocol error: {error}", conn.peer());
                     }
