@@ -66,6 +66,7 @@ fn decode(stream: &[u8], cut: impl Fn(usize) -> usize) -> Vec<Seen> {
                         Some(Event::Close(c)) => {
                             seen.push(Seen::Close(c.map(|c| (c.code().0, c.reason().to_string()))))
                         }
+                        Some(other) => panic!("an event this target does not know: {other:?}"),
                     }
                 }
             }

@@ -1025,7 +1025,13 @@ fn on_handshake_input<H: Handler>(
             request: Request::Plain(request),
             ..
         }) => {
-            debug!("{} {} {}", conn.peer(), request.method, request.path);
+            // The path without its query: a query may carry a token.
+            debug!(
+                "{} {} {}",
+                conn.peer(),
+                request.method,
+                request.resource_path()
+            );
             shared.counters.http_request();
             let response = (shared.routes)(&request);
             conn.queue
@@ -1097,7 +1103,7 @@ fn on_handshake_input<H: Handler>(
     debug!(
         "{} open: {} (subprotocol {})",
         conn.peer(),
-        request.path,
+        request.resource_path(),
         protocol.as_deref().unwrap_or("none"),
     );
     if let Some(at) = keepalive {
