@@ -1,7 +1,8 @@
 //! What wsreactor's tests, benches and tools share: deterministic payloads
 //! ([`payload`]), hand-built frames and raw connections ([`raw`]), how the server
-//! binary is found and started ([`launch`], [`process`]), and the process's
-//! open-file limit ([`sys`]).
+//! binary is found and started ([`launch`], [`process`]), messages of any size
+//! streamed through a server and checked as they come back ([`stream`]), and the
+//! process's open-file limit ([`sys`]).
 //!
 //! Nothing here depends on the `wsreactor` library, so that the tests' own frame
 //! builders and readers cannot share a bug with the code under test.
@@ -10,6 +11,7 @@ pub mod launch;
 pub mod payload;
 pub mod process;
 pub mod raw;
+pub mod stream;
 pub mod sys;
 
 use std::net::SocketAddr;

@@ -116,3 +116,13 @@ impl<H: Handler> Drop for TestServer<H> {
         }
     }
 }
+
+/// Raises this process's soft limit on open files to the hard limit (once), for the
+/// tests that hold hundreds of connections: in process, both ends of each one are
+/// file descriptors of the test (the server binary raises its own limit).
+pub fn raise_open_file_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = wsreactor_testkit::sys::raise_open_file_limit();
+    });
+}

@@ -489,31 +489,28 @@ impl Conn {
             at += used;
             let Some(event) = event else { return };
             match event {
-                Event::FrameStart(header) => {
-                    if !header.opcode.is_control() {
-                        if self.inflight.is_empty() {
-                            return self.fail(
-                                ctx,
-                                format_args!("a data frame with no message in flight: {header:?}"),
-                            );
-                        }
-                        ctx.stats.frames_received += 1;
-                        ctx.stats.max_frame_received =
-                            ctx.stats.max_frame_received.max(header.payload_len);
+                Event::FrameStart(header) if !header.opcode.is_control() => {
+                    if self.inflight.is_empty() {
+                        return self.fail(
+                            ctx,
+                            format_args!("a data frame with no message in flight: {header:?}"),
+                        );
                     }
+                    ctx.stats.frames_received += 1;
+                    ctx.stats.max_frame_received =
+                        ctx.stats.max_frame_received.max(header.payload_len);
                 }
                 Event::Data {
                     kind,
                     bytes,
                     end_of_message,
                 } => self.on_data(kind, bytes, end_of_message, ctx),
-                Event::Ping(payload) => {
-                    if self.phase == Phase::Open {
-                        self.queue_control(OpCode::Pong, payload.as_slice());
-                    }
+                Event::Ping(payload) if self.phase == Phase::Open => {
+                    self.queue_control(OpCode::Pong, payload.as_slice());
                 }
                 Event::Close(frame) => return self.on_close(frame, ctx),
-                // Pongs, and any event a later decoder adds: nothing to check.
+                // Control frame headers, pongs, pings while closing, and any event a
+                // later decoder adds: nothing to check or answer.
                 _ => {}
             }
         }

@@ -1,6 +1,7 @@
 //! The server's timers, observed from clients that stall: the handshake timeout, the
-//! keepalive ping and the close timeout. Each test runs the server with 1-second
-//! timers and bounds every wait with a socket timeout.
+//! keepalive ping and the close timeout. Each test runs a server in this process with
+//! 1-second timers and bounds every wait with a socket timeout. (The close timeout
+//! during a shutdown started by SIGTERM is the binary's: server/tests/close_timeout.rs.)
 //!
 //! Lower bounds (not dropped before the timer) are exact: the server cannot act
 //! before its deadline. Upper bounds are generous, to tolerate a loaded machine.
@@ -8,8 +9,9 @@
 mod common;
 
 use common::{
-    connect, expect_eof, masked_frame, raw_connect, raw_upgrade, raw_upgrade_with_read_timeout,
-    read_close, read_frame, read_message, ServerProcess, SMALL_WRITE_WATERMARKS,
+    config, connect, expect_eof, masked_frame, raw_connect, raw_upgrade,
+    raw_upgrade_with_read_timeout, read_close, read_frame, read_message, small_watermarks,
+    TestServer,
 };
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
@@ -39,7 +41,7 @@ fn assert_after_timer(what: &str, elapsed: Duration, timer: Duration) {
 
 #[test]
 fn a_client_that_never_finishes_its_handshake_is_dropped_while_others_keep_echoing() {
-    let server = ServerProcess::start(&["--handshake-timeout", "1"]);
+    let server = TestServer::echo_with(config().handshake_timeout(Duration::from_secs(1)));
     let mut ws = connect(&server);
     let mut stalled = raw_connect(&server);
     stalled
@@ -70,7 +72,7 @@ fn a_client_that_never_finishes_its_handshake_is_dropped_while_others_keep_echoi
 
 #[test]
 fn a_handshake_trickled_one_byte_at_a_time_still_times_out() {
-    let server = ServerProcess::start(&["--handshake-timeout", "1"]);
+    let server = TestServer::echo_with(config().handshake_timeout(Duration::from_secs(1)));
     let mut stream = raw_connect(&server);
     let start = Instant::now();
     // Slowloris: keep sending, never finish the head. Each byte must not reset the timer.
@@ -108,7 +110,7 @@ fn a_handshake_trickled_one_byte_at_a_time_still_times_out() {
 
 #[test]
 fn a_silent_client_is_pinged_then_dropped_when_it_does_not_answer() {
-    let server = ServerProcess::start(&["--idle-timeout", "1"]);
+    let server = TestServer::echo_with(config().idle_timeout(Some(Duration::from_secs(1))));
     let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
     // Half a frame header, then silence: the server must not wait for the rest forever.
     stream.write_all(&[0x81]).unwrap();
@@ -128,7 +130,7 @@ fn a_silent_client_is_pinged_then_dropped_when_it_does_not_answer() {
 
 #[test]
 fn a_client_that_answers_keepalive_pings_stays_connected() {
-    let server = ServerProcess::start(&["--idle-timeout", "1"]);
+    let server = TestServer::echo_with(config().idle_timeout(Some(Duration::from_secs(1))));
     let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
     // Two rounds: each ping answered, each time the connection survives the next
     // period (it would be dropped one period after an unanswered ping).
@@ -147,38 +149,8 @@ fn a_client_that_answers_keepalive_pings_stays_connected() {
 }
 
 #[test]
-fn a_client_that_never_answers_the_servers_close_is_dropped_after_the_close_timeout() {
-    let server = ServerProcess::start(&["--close-timeout", "1", "--shutdown-timeout", "20"]);
-    let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
-    // SIGTERM makes the server start the closing handshake (close 1001); this client
-    // never answers it.
-    let terminator = std::thread::spawn(move || {
-        let start = Instant::now();
-        let status = server.terminate(Duration::from_secs(15));
-        (status, start.elapsed())
-    });
-    let (code, _) = read_close(&mut stream);
-    let start = Instant::now();
-    assert_eq!(code, Some(1001));
-    let dropped_after = time_to_eof(&mut stream);
-    assert!(
-        dropped_after < Duration::from_secs(1) + SLACK,
-        "{dropped_after:?}"
-    );
-    let (status, exited_after) = terminator.join().unwrap();
-    assert!(status.success(), "{status:?}");
-    // The shutdown timeout (20 s) was not needed: the last connection went at the
-    // close timeout.
-    assert!(
-        exited_after < Duration::from_secs(1) + SLACK,
-        "{exited_after:?}"
-    );
-    assert!(start.elapsed() < Duration::from_secs(1) + SLACK);
-}
-
-#[test]
 fn a_failed_connection_whose_client_keeps_its_side_open_is_released_after_the_close_timeout() {
-    let server = ServerProcess::start(&["--close-timeout", "1"]);
+    let server = TestServer::echo_with(config().close_timeout(Duration::from_secs(1)));
     let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
     // A protocol error: the server sends its close and shuts its write side (FIN) at
     // once, then waits for ours, which never comes (§7.1.1: the server closes first).
@@ -213,13 +185,10 @@ fn a_failed_connection_whose_client_keeps_its_side_open_is_released_after_the_cl
 fn a_slow_reader_held_back_by_back_pressure_is_not_dropped_as_idle() {
     // Reading pauses while 256 KiB-1 MiB are queued; small socket buffers make the
     // pause last as long as the client takes to read that much.
-    let server = ServerProcess::start(
-        &[
-            &["--idle-timeout", "1"][..],
-            &SMALL_WRITE_WATERMARKS,
-            &["--so-sndbuf", "65536"],
-        ]
-        .concat(),
+    let server = TestServer::echo_with(
+        small_watermarks()
+            .idle_timeout(Some(Duration::from_secs(1)))
+            .so_sndbuf(Some(65536)),
     );
     let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
     socket2::SockRef::from(&stream)
@@ -278,7 +247,11 @@ fn a_slow_reader_that_is_not_paused_is_not_dropped_as_idle() {
     // life even though nothing arrives.
     // Small socket buffers keep most of the echo in the server's queue, where a
     // wrongly dropped connection would lose it.
-    let server = ServerProcess::start(&["--idle-timeout", "1", "--so-sndbuf", "16384"]);
+    let server = TestServer::echo_with(
+        config()
+            .idle_timeout(Some(Duration::from_secs(1)))
+            .so_sndbuf(Some(16384)),
+    );
     let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(10));
     socket2::SockRef::from(&stream)
         .set_recv_buffer_size(16384)
@@ -311,7 +284,7 @@ fn a_client_that_stops_reading_altogether_is_still_dropped_by_keepalive() {
     // client takes nothing at all, so nothing proves it alive and the keepalive ping
     // (stuck behind the queue) goes unanswered.
     let server =
-        ServerProcess::start(&[&["--idle-timeout", "1"][..], &SMALL_WRITE_WATERMARKS].concat());
+        TestServer::echo_with(small_watermarks().idle_timeout(Some(Duration::from_secs(1))));
     let stream = raw_upgrade(&server);
     stream
         .set_write_timeout(Some(Duration::from_secs(15)))

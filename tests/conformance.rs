@@ -1,7 +1,7 @@
 //! RFC 6455 conformance through real sockets, with every frame built by hand: one `mod`
 //! per area, in the order of the Autobahn|Testsuite sections (docs/CONFORMANCE.md).
 //!
-//! Each test runs the real binary (one server per test), writes raw frames, and reads
+//! Each test runs its own server in this process, writes raw frames, and reads
 //! *everything* the server sends back with a strict reader that is independent of the
 //! crate's own code: server frames must be unmasked, carry no RSV bits, use the minimal
 //! length encoding (§5.2), keep control frames whole and short (§5.5), and form a valid
@@ -20,8 +20,8 @@ mod common;
 
 use common::payload::patterned_bytes;
 use common::{
-    expect_eof, masked_frame, raw_upgrade_with_read_timeout, ServerProcess, BINARY, CLOSE,
-    CONTINUATION, PING, PONG, TEXT,
+    config, expect_eof, masked_frame, raw_upgrade_with_read_timeout, Listening, TestServer, BINARY,
+    CLOSE, CONTINUATION, PING, PONG, TEXT,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -226,14 +226,14 @@ fn summary(frames: &[(bool, u8, usize)]) -> String {
 }
 
 /// A fresh upgraded connection with the suite's read timeout.
-fn open(server: &ServerProcess) -> TcpStream {
+fn open(server: &impl Listening) -> TcpStream {
     raw_upgrade_with_read_timeout(server, READ_TIMEOUT)
 }
 
 /// Opens a connection, writes `writes` (each with its own `write_all`, from a second
 /// thread so that the echo is read while big messages are still going out), and
 /// returns everything the server sent until it closed the TCP connection.
-fn converse<I>(server: &ServerProcess, writes: I) -> Transcript
+fn converse<I>(server: &impl Listening, writes: I) -> Transcript
 where
     I: IntoIterator<Item = Vec<u8>>,
     I::IntoIter: Send + 'static,
@@ -257,7 +257,7 @@ where
 
 /// Like [`converse`] with everything in one write: the server sees the frames back to
 /// back, as one read.
-fn converse_in_one_write(server: &ServerProcess, frames: &[Vec<u8>]) -> Transcript {
+fn converse_in_one_write(server: &impl Listening, frames: &[Vec<u8>]) -> Transcript {
     converse(server, [frames.concat()])
 }
 
@@ -339,7 +339,7 @@ mod framing {
 
     #[test]
     fn text_and_binary_messages_at_every_length_tier_back_to_back_are_echoed_intact() {
-        let server = ServerProcess::start(&["--max-frame-out", &MAX_FRAME_OUT.to_string()]);
+        let server = TestServer::echo_with(config().max_frame_out(MAX_FRAME_OUT));
         let mut messages = Vec::new();
         for &len in &TIERS {
             messages.push((TEXT, patterned_text(len)));
@@ -359,7 +359,7 @@ mod framing {
 
     #[test]
     fn zero_length_text_and_binary_messages_are_echoed_as_zero_length_messages() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [
             frame(true, TEXT, b""),
             frame(true, BINARY, b""),
@@ -389,14 +389,14 @@ mod framing {
 /// (ping alone), `a_ping_between_fragments_is_answered_before_the_message_is_finished`,
 /// `an_unsolicited_pong_is_ignored_and_the_connection_keeps_working`; tests/close.rs
 /// `a_ping_with_126_bytes_fails_the_connection_with_1002` (first frame);
-/// tests/attacks.rs `a_ping_flood_from_a_client_that_never_reads_stays_bounded`
-/// (memory, not answers).
+/// server/tests/resources.rs
+/// `a_ping_flood_from_a_client_that_never_reads_stays_bounded` (memory, not answers).
 mod ping_pong {
     use super::*;
 
     #[test]
     fn pings_of_0_and_125_bytes_get_identical_pongs_in_order_with_the_echoes() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let full: Vec<u8> = (0..125u8).collect(); // every key offset, no repeated byte
         let frames = [
             frame(true, TEXT, b"a"),
@@ -425,7 +425,7 @@ mod ping_pong {
 
     #[test]
     fn a_ping_or_pong_of_126_bytes_fails_with_1002_after_the_earlier_echo() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for opcode in [PING, PONG] {
             let frames = [
                 frame(true, TEXT, b"before"),
@@ -441,7 +441,7 @@ mod ping_pong {
 
     #[test]
     fn unsolicited_pongs_get_no_answer_even_between_fragments_and_the_echo_goes_on() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [
             frame(true, PONG, b""),
             frame(true, PONG, &[0x5A; 125]),
@@ -458,7 +458,7 @@ mod ping_pong {
 
     #[test]
     fn a_flood_of_1000_pings_with_distinct_payloads_is_answered_by_1000_pongs_in_order() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         // Distinct payloads (the index, then filler) of 2 to 125 bytes, in one write.
         let payloads: Vec<Vec<u8>> = (0..1000u16)
             .map(|i| {
@@ -491,7 +491,7 @@ mod reserved_bits {
 
     #[test]
     fn each_reserved_bit_fails_with_1002_after_the_messages_before_it_are_echoed_in_order() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for (bit, name) in BITS {
             let frames = [
                 frame(true, TEXT, b"one"),
@@ -516,7 +516,7 @@ mod reserved_bits {
 
     #[test]
     fn a_reserved_bit_on_a_control_frame_or_a_continuation_fails_with_1002() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for (bit, name) in BITS {
             let carriers = [
                 ("ping", vec![with_rsv(frame(true, PING, b"p"), bit)]),
@@ -554,7 +554,7 @@ mod opcodes {
 
     #[test]
     fn each_reserved_opcode_fails_with_1002_after_the_messages_before_it_are_echoed() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for (i, opcode) in RESERVED.into_iter().enumerate() {
             // Empty and non-empty payloads in turn.
             let payload: &[u8] = if i % 2 == 0 { b"reserved" } else { b"" };
@@ -579,7 +579,7 @@ mod opcodes {
 
     #[test]
     fn a_reserved_opcode_between_fragments_fails_with_1002() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for opcode in RESERVED {
             let frames = [
                 frame(false, TEXT, b"half a "),
@@ -623,7 +623,7 @@ mod fragmentation {
     #[test]
     fn text_and_binary_in_2_to_5_fragments_with_a_ping_or_pong_at_every_position_are_echoed_whole()
     {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let mut writes = Vec::new();
         let mut messages = Vec::new();
         let mut pongs = Vec::new();
@@ -672,7 +672,7 @@ mod fragmentation {
 
     #[test]
     fn empty_fragments_and_a_final_empty_continuation_are_echoed_as_the_joined_message() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [
             // Empty first fragment, empty middle one, empty final continuation.
             frame(false, TEXT, b""),
@@ -698,7 +698,7 @@ mod fragmentation {
 
     #[test]
     fn a_continuation_after_a_finished_message_fails_with_1002() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for fin in [true, false] {
             let frames = [
                 frame(false, TEXT, b"com"),
@@ -714,7 +714,7 @@ mod fragmentation {
 
     #[test]
     fn a_new_text_or_binary_frame_inside_an_open_message_fails_with_1002() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for open in [TEXT, BINARY] {
             for intruder in [TEXT, BINARY] {
                 for fin in [true, false] {
@@ -735,7 +735,7 @@ mod fragmentation {
 
     #[test]
     fn a_fragmented_ping_pong_or_close_fails_with_1002_inside_or_outside_a_message() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for control in [PING, PONG, CLOSE] {
             let body: &[u8] = if control == CLOSE {
                 &[0x03, 0xE8]
@@ -777,7 +777,7 @@ mod utf8 {
 
     #[test]
     fn valid_multi_byte_text_in_one_frame_is_echoed_intact() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [frame(true, TEXT, BOUNDARIES.as_bytes()), normal_close()];
         let transcript = converse_in_one_write(&server, &frames);
         assert_echoed_then_closed(&transcript, &[(TEXT, BOUNDARIES.as_bytes())]);
@@ -785,7 +785,7 @@ mod utf8 {
 
     #[test]
     fn the_same_text_fragmented_at_every_byte_position_is_echoed_intact() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let text = BOUNDARIES.as_bytes();
         let mut frames = Vec::new();
         // One message per split point, including an empty first or last fragment.
@@ -832,7 +832,7 @@ mod utf8 {
 
     #[test]
     fn invalid_utf8_in_one_frame_fails_with_1007_and_only_a_valid_prefix_is_echoed() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let mut cases: Vec<(&str, Vec<u8>)> = INVALID
             .iter()
             .map(|(name, bad)| {
@@ -865,7 +865,7 @@ mod utf8 {
 
     #[test]
     fn a_text_message_whose_last_fragment_ends_inside_a_character_fails_with_1007() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         for (name, cut) in TRUNCATED {
             // The cut character in the last fragment, or at the end of a middle
             // fragment followed by an empty final continuation.
@@ -893,7 +893,7 @@ mod utf8 {
 
     #[test]
     fn an_invalid_byte_in_the_second_of_three_fragments_fails_with_1007_before_the_third_is_sent() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         // A short timeout: the close must come on its own, without the third fragment.
         let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
         let first = "Grüße, ".as_bytes();
@@ -929,7 +929,7 @@ mod utf8 {
 
     #[test]
     fn an_invalid_byte_fails_with_1007_before_the_rest_of_its_frame_arrives() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let mut stream = raw_upgrade_with_read_timeout(&server, Duration::from_secs(5));
         // A text frame declaring 100 bytes; only the first 20 are sent, with a byte
         // that can never be UTF-8 at offset 10.
@@ -959,7 +959,7 @@ mod close {
 
     #[test]
     fn an_empty_close_between_fragments_is_answered_with_an_empty_close() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [
             frame(true, TEXT, b"whole"),
             frame(false, BINARY, b"part"),
@@ -979,7 +979,7 @@ mod close {
 
     #[test]
     fn invalid_close_codes_and_a_one_byte_body_fail_with_1002_after_the_earlier_echo() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let codes = [
             0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
         ];
@@ -998,7 +998,7 @@ mod close {
 
     #[test]
     fn a_close_reason_that_is_not_utf8_fails_with_1007() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let reasons: [&[u8]; 6] = [
             b"\x80",
             b"overlong \xC0\xAF",
@@ -1018,7 +1018,7 @@ mod close {
 
     #[test]
     fn a_close_reason_of_123_bytes_is_accepted_and_its_code_echoed() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         // 123 bytes, the most that fits beside the code in 125, with multi-byte text.
         let reason = format!("{}{}", "é".repeat(40), "x".repeat(43));
         assert_eq!(reason.len(), 123);
@@ -1036,7 +1036,7 @@ mod close {
 
     #[test]
     fn a_close_reason_of_124_bytes_makes_the_frame_too_long_and_fails_with_1002() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let frames = [
             frame(true, TEXT, b"before"),
             close_frame(1000, &[b'r'; 124]),
@@ -1048,7 +1048,7 @@ mod close {
 
     #[test]
     fn data_frames_sent_after_the_servers_close_reply_are_not_echoed() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         let mut stream = open(&server);
         let wire = [frame(true, TEXT, b"before"), close_frame(1001, b"leaving")].concat();
         stream.write_all(&wire).unwrap();
@@ -1074,7 +1074,8 @@ mod close {
 /// Autobahn 9.*: big messages in frames of every size, streamed back intact.
 ///
 /// Elsewhere: tests/echo.rs sends 16 MiB messages in the client library's framing;
-/// tests/large_messages.rs covers messages far above 16 MiB and the server's memory.
+/// tests/large_messages.rs covers messages far above 16 MiB, and
+/// server/tests/resources.rs the server's memory.
 mod limits {
     use super::*;
 
@@ -1117,7 +1118,7 @@ mod limits {
 
     #[test]
     fn sixteen_mib_messages_in_mixed_frames_from_1_byte_to_1_mib_are_echoed_intact() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         // Generated again on the writer thread: only one copy of each is kept here.
         let writes = (0..2)
             .map(|i| match i {
@@ -1133,7 +1134,7 @@ mod limits {
 
     #[test]
     fn messages_in_uniform_frames_of_1_byte_to_1_mib_are_echoed_intact() {
-        let server = ServerProcess::start(&[]);
+        let server = TestServer::echo();
         // (frame size, message size): 64 KiB in 1-byte frames, 1 MiB in 125- and
         // 126-byte frames, 16 MiB in 64 KiB and in 1 MiB frames.
         const PLAN: [(usize, usize); 5] = [

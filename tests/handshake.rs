@@ -1,15 +1,18 @@
-//! The opening handshake over raw TCP (RFC 6455 §4): good requests however they are
-//! cut into packets, each kind of bad request answered with its HTTP status and a
-//! closed connection, the plain HTTP pages, and the connection limit.
+//! The opening handshake over raw TCP (RFC 6455 §4), against servers in this process:
+//! good requests however they are cut into packets, each kind of bad request answered
+//! with its HTTP status and a closed connection, and the connection limit. (The
+//! binary's own pages, `/healthz` and the demo page, are tested end to end in
+//! server/tests/routes.rs.)
 
 mod common;
 
 use common::{
-    expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade, read_close, read_http_head,
-    read_message, ServerProcess, UPGRADE_REQUEST,
+    config, expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade, read_close,
+    read_http_head, read_message, Listening, TestServer, UPGRADE_REQUEST,
 };
 use std::io::{Read, Write};
 use std::time::Duration;
+use wsreactor::{Echo, HttpResponse, Server};
 
 /// The accept value for the sample key in `UPGRADE_REQUEST` (RFC 6455 §1.3).
 const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -59,7 +62,7 @@ fn has_header(head: &str, name: &str, value: &str) -> bool {
 
 /// Sends `request`, asserts the response status, then that the server closes the
 /// connection. Returns the response head.
-fn expect_refusal(server: &ServerProcess, request: &[u8], status: u16) -> String {
+fn expect_refusal(server: &impl Listening, request: &[u8], status: u16) -> String {
     let mut stream = raw_connect(server);
     let head = http_exchange(&mut stream, request);
     assert!(
@@ -80,7 +83,7 @@ fn expect_refusal(server: &ServerProcess, request: &[u8], status: u16) -> String
 }
 
 /// [`expect_refusal`] for a `GET / HTTP/1.1` request with `headers`.
-fn expect_get_refusal(server: &ServerProcess, headers: &[&str], status: u16) -> String {
+fn expect_get_refusal(server: &impl Listening, headers: &[&str], status: u16) -> String {
     expect_refusal(
         server,
         request("GET / HTTP/1.1", headers).as_bytes(),
@@ -90,7 +93,7 @@ fn expect_get_refusal(server: &ServerProcess, headers: &[&str], status: u16) -> 
 
 /// Sends a plain HTTP request and returns the whole response (the server closes after
 /// it).
-fn http_get(server: &ServerProcess, path: &str) -> (String, String) {
+fn http_get(server: &impl Listening, path: &str) -> (String, String) {
     let mut stream = raw_connect(server);
     let head = http_exchange(
         &mut stream,
@@ -103,7 +106,7 @@ fn http_get(server: &ServerProcess, path: &str) -> (String, String) {
 
 #[test]
 fn the_handshake_and_the_first_frame_in_one_write_get_a_101_and_an_echo() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_connect(&server);
     let mut wire = UPGRADE_REQUEST.as_bytes().to_vec();
     wire.extend(masked_frame(true, 0x1, b"right behind the head"));
@@ -120,7 +123,7 @@ fn the_handshake_and_the_first_frame_in_one_write_get_a_101_and_an_echo() {
 
 #[test]
 fn a_head_cut_across_writes_with_a_frame_behind_its_last_part_gets_a_101_and_an_echo() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_connect(&server);
     let head = UPGRADE_REQUEST.as_bytes();
     let (first, last) = head.split_at(head.len() - 3);
@@ -138,7 +141,7 @@ fn a_head_cut_across_writes_with_a_frame_behind_its_last_part_gets_a_101_and_an_
 
 #[test]
 fn a_whole_exchange_delivered_one_byte_per_write_works() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_connect(&server);
     let text = "one byte at a time: ✓".repeat(8); // > 125 bytes: a 16-bit length
     let mut wire = UPGRADE_REQUEST.as_bytes().to_vec();
@@ -168,13 +171,13 @@ fn a_whole_exchange_delivered_one_byte_per_write_works() {
 
 #[test]
 fn a_request_without_host_is_refused_with_400() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     expect_get_refusal(&server, &upgrade_headers_without("Host"), 400);
 }
 
 #[test]
 fn a_missing_or_invalid_key_is_refused_with_400() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     expect_get_refusal(&server, &upgrade_headers_without("Sec-WebSocket-Key"), 400);
     // Base64 of 15 bytes, not 16.
     let short_key = upgrade_headers_with("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA");
@@ -186,13 +189,13 @@ fn a_missing_or_invalid_key_is_refused_with_400() {
 
 #[test]
 fn an_upgrade_header_without_websocket_is_refused_with_400() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     expect_get_refusal(&server, &upgrade_headers_with("Upgrade: h2c"), 400);
 }
 
 #[test]
 fn a_connection_header_without_upgrade_is_refused_with_400() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     expect_get_refusal(
         &server,
         &upgrade_headers_with("Connection: keep-alive"),
@@ -202,7 +205,7 @@ fn a_connection_header_without_upgrade_is_refused_with_400() {
 
 #[test]
 fn version_8_is_refused_with_426_naming_version_13() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let headers = upgrade_headers_with("Sec-WebSocket-Version: 8");
     let head = expect_get_refusal(&server, &headers, 426);
     assert!(has_header(&head, "Sec-WebSocket-Version", "13"), "{head}");
@@ -210,7 +213,7 @@ fn version_8_is_refused_with_426_naming_version_13() {
 
 #[test]
 fn a_post_upgrade_is_refused_with_405() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let req = request("POST / HTTP/1.1", &upgrade_headers_without("X-none"));
     let head = expect_refusal(&server, req.as_bytes(), 405);
     assert!(has_header(&head, "Allow", "GET"), "{head}");
@@ -218,14 +221,14 @@ fn a_post_upgrade_is_refused_with_405() {
 
 #[test]
 fn an_http_1_0_upgrade_is_refused_with_505() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let req = request("GET / HTTP/1.0", &upgrade_headers_without("X-none"));
     expect_refusal(&server, req.as_bytes(), 505);
 }
 
 #[test]
 fn a_request_head_over_8_kib_is_refused_with_431() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let filler = format!("X-Filler: {}", "a".repeat(9000));
     expect_get_refusal(&server, &upgrade_headers_with(&filler), 431);
     // A head that never ends is refused as soon as it passes the limit.
@@ -238,7 +241,7 @@ fn a_request_head_over_8_kib_is_refused_with_431() {
 
 #[test]
 fn max_handshake_size_lowers_the_head_limit() {
-    let server = ServerProcess::start(&["--max-handshake-size", "1024"]);
+    let server = TestServer::echo_with(config().max_handshake_size(1024));
     let filler = format!("X-Filler: {}", "a".repeat(1100));
     expect_get_refusal(&server, &upgrade_headers_with(&filler), 431);
     // A normal request still fits.
@@ -252,7 +255,7 @@ fn max_handshake_size_lowers_the_head_limit() {
 
 #[test]
 fn garbage_bytes_are_refused_with_400() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     // The start of a TLS ClientHello, as sent by a client that expected wss://: refused
     // at once, without waiting for the end of a head that will never come.
     expect_refusal(
@@ -266,7 +269,7 @@ fn garbage_bytes_are_refused_with_400() {
 
 #[test]
 fn connection_keep_alive_upgrade_is_accepted() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let headers = upgrade_headers_with("Connection: keep-alive, Upgrade");
     let mut stream = raw_connect(&server);
     let head = http_exchange(
@@ -286,36 +289,15 @@ fn connection_keep_alive_upgrade_is_accepted() {
 }
 
 #[test]
-fn healthz_answers_200() {
-    let server = ServerProcess::start(&[]);
-    let (head, body) = http_get(&server, "/healthz");
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert_eq!(body, "ok\n");
-}
-
-#[test]
-fn the_root_path_serves_the_html_demo_page() {
-    let server = ServerProcess::start(&[]);
-    let (head, body) = http_get(&server, "/");
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/html"),
-        "{head}"
-    );
-    assert!(body.contains("wsreactor"), "the page names the server");
-}
-
-#[test]
-fn an_unknown_path_answers_404() {
-    let server = ServerProcess::start(&[]);
-    let (head, _) = http_get(&server, "/nope");
-    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
-}
-
-#[test]
 fn over_max_connections_an_upgrade_gets_503_until_a_connection_closes() {
-    let server = ServerProcess::start(&["--max-connections", "2"]);
+    // With a `/healthz` route, as the binary has, to show that plain HTTP is served.
+    let server = Server::bind(config().max_connections(2).build().unwrap(), Echo::new())
+        .expect("bind")
+        .http(|request| match request.resource_path() {
+            "/healthz" => HttpResponse::new(200).text("ok\n"),
+            _ => HttpResponse::not_found(),
+        });
+    let server = TestServer::run(server);
     let mut first = raw_upgrade(&server);
     let _second = raw_upgrade(&server);
     let head = expect_refusal(&server, UPGRADE_REQUEST.as_bytes(), 503);
@@ -341,7 +323,7 @@ fn over_max_connections_an_upgrade_gets_503_until_a_connection_closes() {
 
 #[test]
 fn an_offered_subprotocol_is_not_selected_by_the_echo_server() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let headers = upgrade_headers_with("Sec-WebSocket-Protocol: chat, superchat");
     let mut stream = raw_connect(&server);
     let head = http_exchange(&mut stream, request("GET / HTTP/1.1", &headers).as_bytes());

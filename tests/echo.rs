@@ -1,6 +1,7 @@
-//! The echo itself, end to end through the real binary: messages of every size class
-//! come back byte for byte, fragmented messages come back as one message, pings are
-//! answered (even in the middle of a message), and many clients are served at once.
+//! The echo itself, served in this process through real sockets: messages of every
+//! size class come back byte for byte, fragmented messages come back as one message,
+//! pings are answered (even in the middle of a message), and many clients are served
+//! at once.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::payload::{patterned_bytes, patterned_text};
 use common::Listening;
 use common::{
     connect, expect_eof, masked_frame, raw_upgrade, read_close, read_frame, read_message,
-    ServerFrame, ServerProcess,
+    ServerFrame, TestServer,
 };
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -42,7 +43,7 @@ fn read_data(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Message {
 
 #[test]
 fn text_messages_of_every_length_class_come_back_unchanged() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut ws = connect(&server);
     for size in SIZES {
         let text = patterned_text(size);
@@ -59,7 +60,7 @@ fn text_messages_of_every_length_class_come_back_unchanged() {
 
 #[test]
 fn binary_messages_of_every_length_class_come_back_unchanged() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut ws = connect(&server);
     for (n, size) in SIZES.into_iter().enumerate() {
         let data = patterned_bytes(size, n as u64);
@@ -74,7 +75,7 @@ fn binary_messages_of_every_length_class_come_back_unchanged() {
 
 #[test]
 fn a_text_message_split_inside_a_character_comes_back_as_one_message() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     let text = "héllo €uro 😀 wörld";
     let bytes = text.as_bytes();
@@ -97,7 +98,7 @@ fn a_text_message_split_inside_a_character_comes_back_as_one_message() {
 
 #[test]
 fn a_binary_message_in_five_fragments_comes_back_as_one_message() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     let data = patterned_bytes(70_000, 7);
     // Fragments of 16-bit, 7-bit, empty and 16-bit lengths (§5.4 allows empty ones).
@@ -117,7 +118,7 @@ fn a_binary_message_in_five_fragments_comes_back_as_one_message() {
 
 #[test]
 fn a_ping_is_answered_with_a_pong_carrying_the_same_payload() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     for payload in [&b""[..], b"x", &[0xAB; 125]] {
         stream.write_all(&masked_frame(true, 0x9, payload)).unwrap();
@@ -135,7 +136,7 @@ fn a_ping_is_answered_with_a_pong_carrying_the_same_payload() {
 
 #[test]
 fn a_ping_between_fragments_is_answered_before_the_message_is_finished() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     stream
         .write_all(&masked_frame(false, 0x1, b"first half, "))
@@ -179,7 +180,7 @@ fn a_ping_between_fragments_is_answered_before_the_message_is_finished() {
 
 #[test]
 fn an_unsolicited_pong_is_ignored_and_the_connection_keeps_working() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     let mut wire = masked_frame(true, 0xA, b"unsolicited");
     wire.extend(masked_frame(true, 0x1, b"still here"));
@@ -192,7 +193,7 @@ fn an_unsolicited_pong_is_ignored_and_the_connection_keeps_working() {
 
 #[test]
 fn a_close_with_code_4000_is_echoed_and_the_server_closes_the_tcp_connection() {
-    let server = ServerProcess::start(&[]);
+    let server = TestServer::echo();
     let mut stream = raw_upgrade(&server);
     let mut body = 4000u16.to_be_bytes().to_vec();
     body.extend_from_slice("done for today ✓".as_bytes());
@@ -206,7 +207,8 @@ fn a_close_with_code_4000_is_echoed_and_the_server_closes_the_tcp_connection() {
 fn two_hundred_clients_at_once_each_get_their_own_hundred_echoes() {
     const CLIENTS: usize = 200;
     const MESSAGES: usize = 100;
-    let server = ServerProcess::start(&[]);
+    common::raise_open_file_limit(); // both ends of 200 connections
+    let server = TestServer::echo();
     let url = server.url();
     let addr = server.addr;
     // Counts connected clients; a barrier could hang the test if one client failed.

@@ -1,0 +1,118 @@
+//! Attacks that must not work, against a server in this process. Each test is bounded
+//! in count and time, talks only to 127.0.0.1, and checks that the server both defends
+//! itself and keeps serving a well-behaved client. (The attacks whose defence is
+//! measured on the server process, its peak memory or its CPU time at the open-file
+//! limit, are end to end, in server/tests/resources.rs.)
+
+mod common;
+
+use common::{
+    config, expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade, read_close,
+    read_frame, Listening, TestServer, UPGRADE_REQUEST,
+};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A well-behaved client: upgrade, echo one message, and return the round-trip time.
+fn echo_round_trip(server: &impl Listening) -> Duration {
+    let start = Instant::now();
+    let mut stream = raw_upgrade(server);
+    stream
+        .write_all(&masked_frame(true, 0x1, b"still here?"))
+        .unwrap();
+    let frame = read_frame(&mut stream).expect("echo");
+    assert_eq!(frame.payload, b"still here?");
+    start.elapsed()
+}
+
+#[test]
+fn slowloris_handshakes_are_dropped_while_others_are_served() {
+    common::raise_open_file_limit(); // both ends of 300 connections
+    let server = TestServer::echo_with(config().handshake_timeout(Duration::from_secs(2)));
+    let mut slow: Vec<TcpStream> = (0..300).map(|_| raw_connect(&server)).collect();
+    let request = UPGRADE_REQUEST.as_bytes();
+    // Trickle the request a byte at a time on every connection for a while...
+    for i in 0..3 {
+        for stream in &mut slow {
+            let _ = stream.write_all(&request[i..=i]);
+        }
+        // ...while a normal client gets its echo.
+        assert!(echo_round_trip(&server) < Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // After the handshake timeout every slow connection has been closed by the server.
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        expect_eof(stream);
+    }
+    assert!(echo_round_trip(&server) < Duration::from_secs(2));
+}
+
+#[test]
+fn a_frame_header_then_silence_is_pinged_then_dropped() {
+    let server = TestServer::echo_with(config().idle_timeout(Some(Duration::from_secs(1))));
+    let mut stream = raw_upgrade(&server);
+    // The start of a header that announces 1000 bytes, then nothing.
+    stream
+        .write_all(&masked_frame(true, 0x2, &[0; 1000])[..3])
+        .unwrap();
+    let ping = read_frame(&mut stream).expect("keepalive ping");
+    assert_eq!(ping.opcode, 0x9);
+    expect_eof(&mut stream);
+    assert!(echo_round_trip(&server) < Duration::from_secs(2));
+}
+
+#[test]
+fn a_connection_flood_past_the_limit_is_refused_with_503() {
+    let server = TestServer::echo_with(config().max_connections(50));
+    let open: Vec<TcpStream> = (0..50).map(|_| raw_upgrade(&server)).collect();
+    for _ in 0..100 {
+        let mut stream = raw_connect(&server);
+        let head = http_exchange(&mut stream, UPGRADE_REQUEST.as_bytes());
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        assert!(head.contains("Retry-After:"), "{head}");
+        expect_eof(&mut stream);
+    }
+    drop(open);
+    // Once they are gone, new clients are served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut stream = raw_connect(&server);
+        if http_exchange(&mut stream, UPGRADE_REQUEST.as_bytes()).starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never accepted upgrades again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_close_that_is_never_answered_is_dropped_after_the_close_timeout() {
+    let server = TestServer::echo_with(config().close_timeout(Duration::from_secs(1)));
+    let mut stream = raw_upgrade(&server);
+    // A protocol error: the server sends 1002 and closes; this client ignores it and
+    // never closes its side. The server still releases the connection.
+    stream.write_all(&masked_frame(true, 0x3, b"")).unwrap();
+    assert_eq!(read_close(&mut stream).0, Some(1002));
+    // FIN: the server shut its write side at once (it closes first, RFC 6455 §7.1.1)...
+    expect_eof(&mut stream);
+    // ...but keeps reading, to see ours, so our writes are still taken for now.
+    stream.write_all(b"ignored").unwrap();
+    // After the close timeout it closes the socket for good: writes meet a reset.
+    std::thread::sleep(Duration::from_millis(1500));
+    let refused = (0..20).any(|_| {
+        let result = stream.write_all(b"x");
+        std::thread::sleep(Duration::from_millis(50));
+        result.is_err()
+    });
+    assert!(
+        refused,
+        "the server still holds the connection after its close timeout"
+    );
+}
