@@ -58,7 +58,7 @@ const GATHER: usize = 16;
 /// `writev` rather than one call per frame is what makes a larger read pay off: on
 /// loopback each write is a trip through TCP and the receiver's wake-up, whatever
 /// its size.
-pub struct FrameBatch<'d> {
+pub(crate) struct FrameBatch<'d> {
     heads: [[u8; MAX_HEADER_LEN]; GATHER],
     head_lens: [u8; GATHER],
     payloads: [&'d [u8]; GATHER],
@@ -79,12 +79,22 @@ impl Default for FrameBatch<'_> {
 
 impl<'d> FrameBatch<'d> {
     /// Adds a frame; true when the batch is full and must be written (or cleared)
-    /// before the next push.
+    /// before the next push. The caller empties a full batch before pushing again; a
+    /// frame pushed onto a full batch anyway is not stored (and a debug build stops).
+    #[must_use]
     pub fn push(&mut self, header: &FrameHeader, payload: &'d [u8]) -> bool {
-        // `len < GATHER` here: the caller empties a full batch before pushing again.
         let i = self.len;
-        self.head_lens[i] = header.encode(&mut self.heads[i]) as u8;
-        self.payloads[i] = payload;
+        let (Some(head), Some(head_len), Some(slot)) = (
+            self.heads.get_mut(i),
+            self.head_lens.get_mut(i),
+            self.payloads.get_mut(i),
+        ) else {
+            debug_assert!(false, "a frame pushed onto a full batch");
+            return true;
+        };
+        // A header is at most MAX_HEADER_LEN (14) bytes.
+        *head_len = header.encode(head) as u8;
+        *slot = payload;
         self.len += 1;
         self.len == GATHER
     }
