@@ -7,24 +7,12 @@
 mod common;
 
 use common::{
-    config, expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade, read_close,
-    read_frame, Listening, TestServer, UPGRADE_REQUEST,
+    config, echo_round_trip, expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade,
+    read_close, read_frame, TestServer, UPGRADE_REQUEST,
 };
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A well-behaved client: upgrade, echo one message, and return the round-trip time.
-fn echo_round_trip(server: &impl Listening) -> Duration {
-    let start = Instant::now();
-    let mut stream = raw_upgrade(server);
-    stream
-        .write_all(&masked_frame(true, 0x1, b"still here?"))
-        .unwrap();
-    let frame = read_frame(&mut stream).expect("echo");
-    assert_eq!(frame.payload, b"still here?");
-    start.elapsed()
-}
 
 #[test]
 fn slowloris_handshakes_are_dropped_while_others_are_served() {

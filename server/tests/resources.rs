@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    expect_eof, masked_frame, raw_connect, raw_upgrade, read_close, read_frame, read_message,
-    ServerProcess, BINARY, CONTINUATION, SMALL_WRITE_WATERMARKS, UPGRADE_REQUEST,
+    echo_round_trip, expect_eof, masked_frame, raw_connect, raw_upgrade, read_close, read_frame,
+    read_message, ServerProcess, BINARY, CONTINUATION, SMALL_WRITE_WATERMARKS, UPGRADE_REQUEST,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -23,18 +23,6 @@ use wsreactor_testkit::stream::{
 
 fn kib(server: &ServerProcess, field: &str) -> u64 {
     server.status_kib(field)
-}
-
-/// A well-behaved client: upgrade, echo one message, and return the round-trip time.
-fn echo_round_trip(server: &ServerProcess) -> Duration {
-    let start = Instant::now();
-    let mut stream = raw_upgrade(server);
-    stream
-        .write_all(&masked_frame(true, 0x1, b"still here?"))
-        .unwrap();
-    let frame = read_frame(&mut stream).expect("echo");
-    assert_eq!(frame.payload, b"still here?");
-    start.elapsed()
 }
 
 /// CPU time (user + system) the process has used, from /proc/PID/stat.

@@ -249,3 +249,16 @@ pub fn metrics_when(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A well-behaved client: upgrade, echo one small text message, and return the
+/// round-trip time (for tests that check others are still served under an attack).
+pub fn echo_round_trip(server: &impl Listening) -> Duration {
+    let start = Instant::now();
+    let mut stream = raw_upgrade(server);
+    stream
+        .write_all(&masked_frame(true, 0x1, b"still here?"))
+        .expect("write the message");
+    let frame = read_frame(&mut stream).expect("echo");
+    assert_eq!(frame.payload, b"still here?");
+    start.elapsed()
+}
