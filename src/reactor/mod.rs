@@ -742,12 +742,13 @@ impl<H: Handler> Server<H> {
     fn settle(&mut self, now: Instant) {
         loop {
             for (id, frame) in std::mem::take(&mut self.shared.app_closes) {
-                if let Some(slot) = self
-                    .app
-                    .slots
-                    .get_mut(id.slot as usize)
-                    .and_then(Option::take)
-                {
+                // The slot is still this connection's, or empty: closes are settled
+                // before anything else can accept a connection into it.
+                let slot = id.slot as usize;
+                if self.shared.conns.get(slot).is_some_and(|c| !c.is(id)) {
+                    continue;
+                }
+                if let Some(slot) = self.app.slots.get_mut(slot).and_then(Option::take) {
                     let ctx = &mut Ctx {
                         shared: &mut self.shared,
                         now,
