@@ -1193,6 +1193,56 @@ fn ctx_ping_reaches_the_client_and_its_pong_comes_back_through_on_pong() {
 // 6. Timers.
 // ---------------------------------------------------------------------------------
 
+/// Re-arms a zero-delay timer from every `on_timer`, and echoes.
+struct Spinner {
+    fired: u64,
+}
+
+impl Handler for Spinner {
+    type State = ();
+
+    fn on_upgrade(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _: &UpgradeRequest,
+        _: SocketAddr,
+    ) -> Result<Accept<()>, HttpResponse> {
+        ctx.set_timer(Duration::ZERO, 0);
+        Ok(Accept::new(()))
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: u64) {
+        self.fired += 1;
+        ctx.set_timer(Duration::ZERO, key);
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _: &mut (),
+        kind: MessageKind,
+        data: &[u8],
+        end_of_message: bool,
+    ) {
+        let _ = ctx.send_part(conn, kind, data, end_of_message);
+    }
+}
+
+#[test]
+fn a_timer_re_armed_without_delay_fires_once_a_turn_and_the_server_keeps_serving() {
+    let server = TestServer::start(config(), Spinner { fired: 0 });
+    let mut stream = raw_upgrade(&server);
+    for round in 0..20u8 {
+        stream
+            .write_all(&masked_frame(true, TEXT, &[round]))
+            .unwrap();
+        assert_eq!(read_frame(&mut stream).expect("echo").payload, [round]);
+    }
+    let fired = on_server(&server.handle, 0, |spinner: &mut Spinner, _| spinner.fired);
+    assert!(fired > 0, "the timer fired");
+}
+
 #[test]
 fn set_timer_calls_on_timer_once_with_its_key_and_cancel_timer_prevents_the_call() {
     let (tx, mut events) = Events::new();

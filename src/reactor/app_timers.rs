@@ -37,18 +37,20 @@ impl AppTimers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// The next live timer due at `now`, removed: its connection and key.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Option<ConnId>, u64)> {
+    /// Every live timer due at `now`, removed, in deadline order: its connection and
+    /// key. Timers set while the caller handles them wait for the next call.
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(Option<ConnId>, u64)> {
+        let mut due = Vec::new();
         while let Some(&Reverse((at, id))) = self.heap.peek() {
             if at > now {
-                return None;
+                break;
             }
             self.heap.pop();
             if let Some(timer) = self.live.remove(&id) {
-                return Some(timer);
+                due.push(timer);
             }
         }
-        None
+        due
     }
 }
 
@@ -65,15 +67,16 @@ mod tests {
         let cancelled = timers.set(start + Duration::from_millis(10), None, 1);
         timers.set(start + Duration::from_millis(20), None, 2);
         timers.cancel(cancelled);
-        assert_eq!(timers.pop_due(start + Duration::from_millis(5)), None);
+        assert_eq!(timers.take_due(start + Duration::from_millis(5)), []);
         assert_eq!(
-            timers.pop_due(start + Duration::from_millis(25)),
-            Some((None, 2))
+            timers.take_due(start + Duration::from_millis(25)),
+            [(None, 2)]
         );
-        assert_eq!(timers.pop_due(start + Duration::from_millis(25)), None);
+        assert_eq!(timers.take_due(start + Duration::from_millis(25)), []);
+        timers.set(start + Duration::from_millis(29), None, 4);
         assert_eq!(
-            timers.pop_due(start + Duration::from_millis(30)),
-            Some((None, 3))
+            timers.take_due(start + Duration::from_millis(30)),
+            [(None, 4), (None, 3)]
         );
         assert_eq!(timers.next(), None);
     }

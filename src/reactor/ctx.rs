@@ -116,7 +116,7 @@ impl Ctx<'_> {
         self.shared
             .conns
             .get(conn.slot as usize)
-            .filter(|c| c.is(conn) && c.app_open)
+            .filter(|c| conn.worker == self.shared.worker && c.is(conn) && c.app_open)
             .map(|c| c.queue.len())
     }
 

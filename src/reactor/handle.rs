@@ -51,11 +51,14 @@ impl<H> Mailbox<H> {
         }
     }
 
+    /// Posts `command`. `Ok` means the loop was running when it was posted; one that
+    /// stops before its next turn (a shutdown already under way) drops it.
     fn post(&self, command: Command<H>) -> Result<(), Stopped> {
+        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that `close` takes too: no command is posted after it.
         if !self.running.load(Ordering::Acquire) {
             return Err(Stopped);
         }
-        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
         let was_empty = commands.is_empty();
         commands.push(command);
         drop(commands);
@@ -72,9 +75,12 @@ impl<H> Mailbox<H> {
         std::mem::take(&mut *self.commands.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Marks the worker's loop as ended (called by the worker, also when it panics).
+    /// Marks the worker's loop as ended (called by the worker, also when it panics),
+    /// and drops what was posted but not carried out.
     pub(crate) fn close(&self) {
+        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
         self.running.store(false, Ordering::Release);
+        commands.clear();
     }
 }
 

@@ -82,7 +82,8 @@ impl WorkerMetrics {
         self.closes.add(code);
     }
 
-    /// An upgrade was refused with 503 (`--max-connections`).
+    /// An upgrade was refused: with 503 (`max_connections`), or by the application's
+    /// `on_upgrade`.
     pub(crate) fn refused(&self) {
         bump(&self.refused, 1);
     }
@@ -217,7 +218,8 @@ pub struct Snapshot {
     pub accepted: u64,
     /// WebSocket handshakes completed (101 sent).
     pub upgrades: u64,
-    /// Upgrades refused with 503 because `--max-connections` were open.
+    /// Upgrades refused: with 503 because `max_connections` were open, or by the
+    /// application's `on_upgrade`.
     pub refused: u64,
     /// Requests answered with an HTTP error (400, 405, 426, 431, 505).
     pub handshake_invalid: u64,
@@ -328,7 +330,7 @@ impl Snapshot {
             &mut out,
             "refused_total",
             Counter,
-            "Upgrades refused with 503 because --max-connections were open.",
+            "Upgrades refused: 503 at --max-connections, or by the application.",
             self.refused,
         );
         family(

@@ -114,6 +114,11 @@ impl Shared {
     /// The connection `id`, if it is still the one in its slot and open for the
     /// application.
     fn open_conn(&mut self, id: ConnId) -> Option<&mut Connection> {
+        if id.worker != self.worker {
+            // Another worker's connection (a handler shared an id across workers):
+            // it is not here, whatever lives in the same slot.
+            return None;
+        }
         self.conns
             .get_mut(id.slot as usize)
             .filter(|c| c.is(id) && c.app_open)
@@ -837,7 +842,9 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        while let Some((conn, key)) = self.shared.app_timers.pop_due(now) {
+        // Only the timers due now: one set from `on_timer` without a delay fires on
+        // the next turn, so a handler that keeps re-arming cannot hold the loop.
+        for (conn, key) in self.shared.app_timers.take_due(now) {
             let ctx = &mut Ctx {
                 shared: &mut self.shared,
                 now,

@@ -1,4 +1,4 @@
-// End-to-end test of the wsreactor demo page (src/reactor/demo.html) in real headless
+// End-to-end test of the wsreactor demo page (server/src/demo.html) in real headless
 // Chromium, driven by playwright-core. Run it through scripts/browser-test, which installs
 // Chromium and the npm packages and builds the release server first.
 //
