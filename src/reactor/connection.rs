@@ -70,6 +70,9 @@ pub(crate) struct Connection {
     /// Output was queued since the last flush, and the connection is listed in
     /// `Shared::touched` (once, however many frames a batch queues).
     pub touched: bool,
+    /// The connection is on the ready list (`Shared::ready`, once at most): it is read
+    /// there, on the next turn, and not on a readiness event before that.
+    pub listed: bool,
     /// The one timer that matters now for this connection, if any (see `timers`).
     pub deadline: Option<Tick>,
 }

@@ -49,6 +49,8 @@ pub struct WorkerMetrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     accept_pauses: AtomicU64,
+    turn_reads_max: AtomicU64,
+    turn_accepts_max: AtomicU64,
     protocol_errors: CodeCounts,
     closes: CodeCounts,
 }
@@ -133,6 +135,19 @@ impl WorkerMetrics {
         bump(&self.accept_pauses, 1);
     }
 
+    /// A loop turn made `reads` socket reads and `accepts` accepts: keeps the most of
+    /// each (this worker alone writes them, so a load and a store suffice).
+    pub(crate) fn turn(&self, reads: u64, accepts: u64) {
+        for (max, n) in [
+            (&self.turn_reads_max, reads),
+            (&self.turn_accepts_max, accepts),
+        ] {
+            if n > max.load(Relaxed) {
+                max.store(n, Relaxed);
+            }
+        }
+    }
+
     /// WebSocket connections this worker has open now.
     pub(crate) fn connections_open(&self) -> u64 {
         self.connections_open.load(Relaxed)
@@ -174,6 +189,13 @@ impl Metrics {
                 .iter()
                 .fold(0u64, |sum, w| sum.wrapping_add(field(w).load(Relaxed)))
         };
+        let max = |field: fn(&WorkerMetrics) -> &AtomicU64| -> u64 {
+            self.workers
+                .iter()
+                .map(|w| field(w).load(Relaxed))
+                .max()
+                .unwrap_or(0)
+        };
         let codes = |field: fn(&WorkerMetrics) -> &CodeCounts| -> [u64; NAMED_CODES + 1] {
             std::array::from_fn(|i| {
                 self.workers
@@ -195,6 +217,8 @@ impl Metrics {
             bytes_in: sum(|w| &w.bytes_in),
             bytes_out: sum(|w| &w.bytes_out),
             accept_pauses: sum(|w| &w.accept_pauses),
+            turn_reads_max: max(|w| &w.turn_reads_max),
+            turn_accepts_max: max(|w| &w.turn_accepts_max),
             protocol_errors: codes(|w| &w.protocol_errors),
             closes: codes(|w| &w.closes),
             accepted_by_worker: self
@@ -237,6 +261,11 @@ pub struct Snapshot {
     pub bytes_out: u64,
     /// Times accepting paused because the process was out of file descriptors.
     pub accept_pauses: u64,
+    /// The most socket reads one loop turn of a worker has made, over all its
+    /// connections (each connection gets at most 16 reads a turn).
+    pub turn_reads_max: u64,
+    /// The most connections one loop turn of a worker has accepted (at most 64).
+    pub turn_accepts_max: u64,
     /// Connections failed for a protocol error, by close code (see [`Snapshot::codes`]).
     pub protocol_errors: [u64; NAMED_CODES + 1],
     /// Open connections closed, by the code their handler saw (see [`Snapshot::codes`]).
@@ -403,6 +432,20 @@ impl Snapshot {
             Counter,
             "Times accepting paused for 100 ms because the process was out of file descriptors.",
             self.accept_pauses,
+        );
+        single(
+            &mut out,
+            "turn_reads_max",
+            Gauge,
+            "The most socket reads one loop turn of a worker has made, over all connections (each connection gets at most 16 a turn).",
+            self.turn_reads_max,
+        );
+        single(
+            &mut out,
+            "turn_accepts_max",
+            Gauge,
+            "The most connections one loop turn of a worker has accepted (at most 64).",
+            self.turn_accepts_max,
         );
         single(
             &mut out,

@@ -55,6 +55,9 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// Reads per connection per loop turn: a client that never stops sending is served
 /// in turns with everyone else instead of holding the loop.
 const MAX_READS_PER_TURN: usize = 16;
+/// Connections accepted per loop turn (each with its first read): a full backlog is
+/// taken in turns with the established connections instead of in one long turn.
+const MAX_ACCEPTS_PER_TURN: u32 = 64;
 
 /// How [`Server::read_until_blocked`] knows it has read everything the socket holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +91,15 @@ pub(crate) struct Shared {
     clock: Clock,
     /// Connections with newly queued output, flushed after each batch of events.
     touched: Vec<ConnId>,
-    /// Connections to read again without waiting for an event: edge-triggered
-    /// readiness is not repeated for bytes already waiting (after back-pressure
-    /// paused reading, or after `MAX_READS_PER_TURN`).
+    /// Connections to read on the next turn without waiting for an event:
+    /// edge-triggered readiness is not repeated for bytes already waiting (after
+    /// back-pressure paused reading, or after `MAX_READS_PER_TURN`). Each is listed
+    /// once at most ([`Shared::list_ready`]).
     ready: Vec<ConnId>,
+    /// Socket reads and accepts in this loop turn (for the fairness metrics, and the
+    /// accept cap).
+    turn_reads: u64,
+    turn_accepts: u32,
     /// Connections that drained below the low watermark, for `on_drain`.
     drained: Vec<ConnId>,
     /// The counters of every worker (for `/metrics` and `--max-connections`).
@@ -195,9 +203,19 @@ impl Shared {
             trace!("{} resumed: {queued} bytes queued", conn.name());
             conn.paused = false;
             let id = conn.id(worker, slot);
-            self.ready.push(id);
             if conn.app_open {
                 self.drained.push(id);
+            }
+            self.list_ready(slot);
+        }
+    }
+
+    /// Puts the connection in `slot` on the ready list, unless it is on it already.
+    fn list_ready(&mut self, slot: usize) {
+        let worker = self.worker;
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !std::mem::replace(&mut conn.listed, true) {
+                self.ready.push(conn.id(worker, slot));
             }
         }
     }
@@ -321,6 +339,9 @@ pub struct Server<H: Handler> {
     accept_paused_until: Option<Instant>,
     /// Back-offs since the last successful accept (to log an episode once).
     accept_pauses: u32,
+    /// This turn accepted `MAX_ACCEPTS_PER_TURN` connections: the listener may hold
+    /// more, and edge-triggered readiness will not say so again.
+    accept_backlog: bool,
     /// Set once shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
     /// When the next stats line is due (worker 0, with `stats_interval`).
@@ -376,6 +397,8 @@ impl<H: Handler> Server<H> {
                 clock: Clock::new(Instant::now()),
                 touched: Vec::new(),
                 ready: Vec::new(),
+                turn_reads: 0,
+                turn_accepts: 0,
                 drained: Vec::new(),
                 counters: metrics.worker(worker),
                 metrics,
@@ -387,6 +410,7 @@ impl<H: Handler> Server<H> {
             next_serial: 0,
             accept_paused_until: None,
             accept_pauses: 0,
+            accept_backlog: false,
             shutdown_deadline: None,
             next_stats,
         })
@@ -480,6 +504,15 @@ impl<H: Handler> Server<H> {
                 return Err(e);
             }
             let now = Instant::now();
+            self.shared.turn_reads = 0;
+            self.shared.turn_accepts = 0;
+            // Listed on earlier turns: read after the events, once each. Whatever is
+            // listed during this turn waits for the next, so no connection gets more
+            // than MAX_READS_PER_TURN reads a turn.
+            let ready = std::mem::take(&mut self.shared.ready);
+            if std::mem::take(&mut self.accept_backlog) && self.accept_paused_until.is_none() {
+                self.accept_until_blocked(now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => {
@@ -493,6 +526,10 @@ impl<H: Handler> Server<H> {
                             self.shared.flush(slot, true);
                             self.settle(now);
                         }
+                        // A listed connection is read from the ready list below.
+                        if self.shared.conns.get(slot).is_none_or(|c| c.listed) {
+                            continue;
+                        }
                         if event.is_read_closed() || event.is_error() {
                             self.read_until_blocked(slot, now, Drained::AtEof);
                         } else if event.is_readable() {
@@ -501,9 +538,10 @@ impl<H: Handler> Server<H> {
                     }
                 }
             }
-            for id in std::mem::take(&mut self.shared.ready) {
+            for id in ready {
                 let slot = id.slot as usize;
-                if self.shared.conns.get(slot).is_some_and(|c| c.is(id)) {
+                if let Some(conn) = self.shared.conns.get_mut(slot).filter(|c| c.is(id)) {
+                    conn.listed = false;
                     self.read_until_blocked(slot, now, Drained::AtEof);
                 }
             }
@@ -513,6 +551,9 @@ impl<H: Handler> Server<H> {
                 self.accept_paused_until = None;
                 self.accept_until_blocked(now);
             }
+            self.shared
+                .counters
+                .turn(self.shared.turn_reads, u64::from(self.shared.turn_accepts));
             if std::mem::take(&mut self.shared.shutdown_requested) {
                 self.begin_shutdown(now);
             }
@@ -531,7 +572,7 @@ impl<H: Handler> Server<H> {
 
     /// How long `poll` may sleep: until the nearest deadline of any kind.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.shared.ready.is_empty() || self.shared.shutdown_requested {
+        if !self.shared.ready.is_empty() || self.shared.shutdown_requested || self.accept_backlog {
             return Some(Duration::ZERO);
         }
         let wheel = self
@@ -568,13 +609,20 @@ impl<H: Handler> Server<H> {
             now + every
         });
     }
+    /// Accepts until `WouldBlock`, or until this turn has accepted
+    /// `MAX_ACCEPTS_PER_TURN` (then the rest waits for the next turn).
     fn accept_until_blocked(&mut self, now: Instant) {
         loop {
             let Some(listener) = &self.listener else {
                 return;
             };
+            if self.shared.turn_accepts >= MAX_ACCEPTS_PER_TURN {
+                self.accept_backlog = true;
+                return;
+            }
             match listener.accept() {
                 Ok((socket, peer)) => {
+                    self.shared.turn_accepts += 1;
                     if self.accept_pauses > 0 {
                         info!(
                             "worker {}: accepting again after {} pauses",
@@ -655,6 +703,7 @@ impl<H: Handler> Server<H> {
             paused: false,
             app_open: false,
             touched: false,
+            listed: false,
             deadline: None,
         });
         self.shared.counters.accepted();
@@ -680,6 +729,7 @@ impl<H: Handler> Server<H> {
             if !conn.wants_read() {
                 return;
             }
+            self.shared.turn_reads += 1;
             let n = match conn.socket.read(&mut self.read_buf) {
                 Ok(0) => {
                     self.on_eof(slot);
@@ -714,9 +764,7 @@ impl<H: Handler> Server<H> {
             }
         }
         // The socket may hold more: come back next turn rather than starve the others.
-        if let Some(conn) = self.shared.conns.get(slot) {
-            self.shared.ready.push(conn.id(self.shared.worker, slot));
-        }
+        self.shared.list_ready(slot);
     }
 
     fn on_eof(&mut self, slot: usize) {
@@ -915,6 +963,7 @@ impl<H: Handler> Server<H> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused_until = None;
+        self.accept_backlog = false;
         self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
         let worker = self.shared.worker;
         let conns: Vec<(ConnId, bool)> = self
