@@ -104,3 +104,29 @@ fn a_close_that_is_never_answered_is_dropped_after_the_close_timeout() {
         "the server still holds the connection after its close timeout"
     );
 }
+
+#[test]
+fn a_trickled_60_kb_head_is_parsed_in_work_linear_in_its_size() {
+    let server = TestServer::echo_with(config().max_handshake_size(65536));
+    let pad = "p".repeat(60_000);
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         X-Pad: {pad}\r\n\r\n"
+    );
+    let mut stream = raw_connect(&server);
+    // 64 bytes a write: about 940 reads, each of which used to parse the whole head
+    // so far again (some 28 MB in all for this head).
+    for piece in head.as_bytes().chunks(64) {
+        stream.write_all(piece).expect("trickle");
+    }
+    let answer = common::read_http_head(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let parsed = server.metrics.snapshot().head_bytes_parsed;
+    // One parse per completed line (8 lines) of at most the whole head.
+    assert!(
+        parsed <= 10 * head.len() as u64,
+        "{parsed} bytes parsed for a head of {}",
+        head.len()
+    );
+}

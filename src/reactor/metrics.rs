@@ -51,6 +51,7 @@ pub struct WorkerMetrics {
     accept_pauses: AtomicU64,
     turn_reads_max: AtomicU64,
     turn_accepts_max: AtomicU64,
+    head_bytes_parsed: AtomicU64,
     protocol_errors: CodeCounts,
     closes: CodeCounts,
 }
@@ -133,6 +134,11 @@ impl WorkerMetrics {
     /// Accepting paused because the process ran out of file descriptors.
     pub(crate) fn accept_paused(&self) {
         bump(&self.accept_pauses, 1);
+    }
+
+    /// `n` bytes of a request head were handed to the parser.
+    pub(crate) fn head_bytes_parsed(&self, n: usize) {
+        bump(&self.head_bytes_parsed, n as u64);
     }
 
     /// A loop turn made `reads` socket reads and `accepts` accepts: keeps the most of
@@ -219,6 +225,7 @@ impl Metrics {
             accept_pauses: sum(|w| &w.accept_pauses),
             turn_reads_max: max(|w| &w.turn_reads_max),
             turn_accepts_max: max(|w| &w.turn_accepts_max),
+            head_bytes_parsed: sum(|w| &w.head_bytes_parsed),
             protocol_errors: codes(|w| &w.protocol_errors),
             closes: codes(|w| &w.closes),
             accepted_by_worker: self
@@ -266,6 +273,10 @@ pub struct Snapshot {
     pub turn_reads_max: u64,
     /// The most connections one loop turn of a worker has accepted (at most 64).
     pub turn_accepts_max: u64,
+    /// Bytes of request heads handed to the parser (a head cut across reads is parsed
+    /// again when a line of it completes, so this stays within a small multiple of
+    /// the bytes of the heads).
+    pub head_bytes_parsed: u64,
     /// Connections failed for a protocol error, by close code (see [`Snapshot::codes`]).
     pub protocol_errors: [u64; NAMED_CODES + 1],
     /// Open connections closed, by the code their handler saw (see [`Snapshot::codes`]).
@@ -432,6 +443,13 @@ impl Snapshot {
             Counter,
             "Times accepting paused for 100 ms because the process was out of file descriptors.",
             self.accept_pauses,
+        );
+        single(
+            &mut out,
+            "handshake_bytes_parsed_total",
+            Counter,
+            "Bytes of request heads handed to the parser (again for each line of a head cut across reads).",
+            self.head_bytes_parsed,
         );
         single(
             &mut out,

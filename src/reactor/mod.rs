@@ -1050,10 +1050,20 @@ fn on_handshake_input<H: Handler>(
     // reads is copied into the connection's own buffer (bounded by the parser's limit).
     let mut head = head.take().map_or_else(Vec::new, |head| *head);
     let parsed = if head.is_empty() {
+        shared.counters.head_bytes_parsed(input.len().min(max_head));
         parse_request(input, max_head)
     } else {
         head.extend_from_slice(input);
-        parse_request(&head, max_head)
+        if !input.contains(&b'\n') && head.len() < max_head {
+            // No line was completed: parsing again would find the same complete lines
+            // (an error inside the unfinished one shows once it ends, or the head
+            // reaches its limit). So a trickled head is parsed once per line, not once
+            // per read: its cost is linear in its size, not quadratic.
+            Ok(Parsed::Partial)
+        } else {
+            shared.counters.head_bytes_parsed(head.len().min(max_head));
+            parse_request(&head, max_head)
+        }
     };
     let id = conn.id(worker, slot);
     let (request, head_len) = match parsed {
