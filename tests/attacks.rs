@@ -10,7 +10,7 @@ use common::{
     config, echo_round_trip, expect_eof, http_exchange, masked_frame, raw_connect, raw_upgrade,
     read_close, read_frame, TestServer, UPGRADE_REQUEST,
 };
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -128,5 +128,40 @@ fn a_trickled_60_kb_head_is_parsed_in_work_linear_in_its_size() {
         parsed <= 10 * head.len() as u64,
         "{parsed} bytes parsed for a head of {}",
         head.len()
+    );
+}
+
+#[test]
+fn past_max_handshakes_the_oldest_half_open_sockets_make_room_for_new_clients() {
+    let server = TestServer::echo_with(config().max_handshakes(50));
+    let mut slow: Vec<TcpStream> = (0..60u64)
+        .map(|i| {
+            let mut stream = raw_connect(&server);
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .expect("a head that never ends");
+            // One at a time, so that the server accepts them in this order.
+            while server.metrics.snapshot().accepted <= i {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stream
+        })
+        .collect();
+    // The first ten were dropped for the last ten; a new client is served (and makes
+    // room by dropping the next oldest).
+    for stream in &mut slow[..10] {
+        expect_eof(stream);
+    }
+    assert!(echo_round_trip(&server) < Duration::from_secs(2));
+    let snapshot = server.metrics.snapshot();
+    assert_eq!(snapshot.handshakes_evicted, 11);
+    // The newest are still waiting for the end of their heads.
+    let last = slow.last_mut().expect("sockets");
+    last.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(last.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the newest half-open socket is still open"
     );
 }

@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long, default_value = "8KiB", value_parser = parse_size)]
     pub max_handshake_size: u64,
 
+    /// Most connections still in the opening handshake, per worker; one more drops
+    /// the oldest of them (slowloris guard).
+    #[arg(long, default_value_t = 1024)]
+    pub max_handshakes: usize,
+
     /// Largest payload one incoming frame may declare (close 1009 above it). The
     /// streaming echo needs no limit; the protocol's own is 2^63-1.
     #[arg(long, value_parser = parse_size)]
@@ -124,6 +129,7 @@ impl Cli {
             .addr(self.addr)
             .max_connections(self.max_connections)
             .max_handshake_size(size("max-handshake-size", self.max_handshake_size)?)
+            .max_handshakes(self.max_handshakes)
             .max_frame_size(
                 self.max_frame_size
                     .unwrap_or(Config::default().max_frame_size),

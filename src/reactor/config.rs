@@ -37,6 +37,12 @@ pub struct Config {
     /// what common servers accept, and far more than a browser's upgrade request).
     pub max_handshake_size: usize,
 
+    /// Most connections still in the opening handshake, per worker (default 1024).
+    /// One more is made room for by dropping the oldest: a slowloris of half-open
+    /// sockets cannot crowd out the clients that complete their handshake in
+    /// milliseconds, and their heads hold at most this × `max_handshake_size` bytes.
+    pub max_handshakes: usize,
+
     /// Largest payload one incoming frame may declare (close 1009 above it). A
     /// streaming handler needs no limit; the default is the protocol's own, 2^63-1.
     pub max_frame_size: u64,
@@ -115,6 +121,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
             max_connections: 10_000,
             max_handshake_size: 8 * 1024,
+            max_handshakes: 1024,
             max_frame_size: MAX_PAYLOAD_LEN,
             max_message_size: 64 * 1024 * 1024,
             max_frame_out: 64 * 1024,
@@ -159,6 +166,7 @@ impl Config {
             self.max_handshake_size as u64,
             MIN_HANDSHAKE_SIZE as u64,
         )?;
+        at_least("max_handshakes", self.max_handshakes as u64, 1)?;
         at_least("max_frame_size", self.max_frame_size, 1)?;
         at_least("max_message_size", self.max_message_size, 1)?;
         at_least("max_frame_out", self.max_frame_out as u64, 1)?;
@@ -261,6 +269,7 @@ setters! {
     addr: SocketAddr,
     max_connections: usize,
     max_handshake_size: usize,
+    max_handshakes: usize,
     max_frame_size: u64,
     max_message_size: u64,
     max_frame_out: usize,

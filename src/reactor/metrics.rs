@@ -43,6 +43,7 @@ pub struct WorkerMetrics {
     refused: AtomicU64,
     handshake_invalid: AtomicU64,
     handshake_timeouts: AtomicU64,
+    handshakes_evicted: AtomicU64,
     http_requests: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -99,6 +100,11 @@ impl WorkerMetrics {
     /// A connection did not finish its request head within the handshake timeout.
     pub(crate) fn handshake_timed_out(&self) {
         bump(&self.handshake_timeouts, 1);
+    }
+
+    /// A connection still in the handshake was dropped to make room (`max_handshakes`).
+    pub(crate) fn handshake_evicted(&self) {
+        bump(&self.handshakes_evicted, 1);
     }
 
     /// A plain HTTP request (no upgrade) was answered.
@@ -217,6 +223,7 @@ impl Metrics {
             refused: sum(|w| &w.refused),
             handshake_invalid: sum(|w| &w.handshake_invalid),
             handshake_timeouts: sum(|w| &w.handshake_timeouts),
+            handshakes_evicted: sum(|w| &w.handshakes_evicted),
             http_requests: sum(|w| &w.http_requests),
             messages_in: sum(|w| &w.messages_in),
             messages_out: sum(|w| &w.messages_out),
@@ -256,6 +263,9 @@ pub struct Snapshot {
     pub handshake_invalid: u64,
     /// Connections dropped for not sending a request head within the handshake timeout.
     pub handshake_timeouts: u64,
+    /// The oldest connections still in the handshake, dropped for a new one when a
+    /// worker held `max_handshakes`.
+    pub handshakes_evicted: u64,
     /// Plain HTTP requests answered (`/`, `/healthz`, `/metrics`, 404).
     pub http_requests: u64,
     /// Data messages received whole.
@@ -377,13 +387,14 @@ impl Snapshot {
             &mut out,
             "handshake_failures_total",
             Counter,
-            "Requests answered with an HTTP error (reason invalid) or dropped at the handshake timeout (reason timeout).",
+            "Requests answered with an HTTP error (reason invalid), dropped at the handshake timeout (reason timeout), or dropped as the oldest of --max-handshakes to make room (reason evicted).",
         );
         let _ = write!(
             out,
             "wsreactor_handshake_failures_total{{reason=\"invalid\"}} {}\n\
-             wsreactor_handshake_failures_total{{reason=\"timeout\"}} {}\n",
-            self.handshake_invalid, self.handshake_timeouts
+             wsreactor_handshake_failures_total{{reason=\"timeout\"}} {}\n\
+             wsreactor_handshake_failures_total{{reason=\"evicted\"}} {}\n",
+            self.handshake_invalid, self.handshake_timeouts, self.handshakes_evicted
         );
         single(
             &mut out,

@@ -42,6 +42,7 @@ use metrics::WorkerMetrics;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -100,6 +101,10 @@ pub(crate) struct Shared {
     /// accept cap).
     turn_reads: u64,
     turn_accepts: u32,
+    /// Connections accepted, oldest first, that may still be in the opening handshake
+    /// (entries of connections that have left it are dropped when it is full): what
+    /// `max_handshakes` is enforced on.
+    handshakes: VecDeque<ConnId>,
     /// Connections that drained below the low watermark, for `on_drain`.
     drained: Vec<ConnId>,
     /// The counters of every worker (for `/metrics` and `--max-connections`).
@@ -207,6 +212,38 @@ impl Shared {
                 self.drained.push(id);
             }
             self.list_ready(slot);
+        }
+    }
+
+    /// Counts the new connection `id` among those in the handshake, and if that makes
+    /// more than `max_handshakes`, drops the oldest still in it. Entries of connections
+    /// that have left the handshake are dropped first (one pass, only when full), so
+    /// no connection is dropped while fewer than the limit are still in it.
+    fn limit_handshakes(&mut self, id: ConnId) {
+        self.handshakes.push_back(id);
+        let max = self.config.max_handshakes;
+        if self.handshakes.len() <= max {
+            return;
+        }
+        let conns = &self.conns;
+        let in_handshake = |id: &ConnId| {
+            conns
+                .get(id.slot as usize)
+                .is_some_and(|c| c.is(*id) && matches!(c.phase, Phase::Handshaking { .. }))
+        };
+        self.handshakes.retain(in_handshake);
+        while self.handshakes.len() > max {
+            let Some(oldest) = self.handshakes.pop_front() else {
+                return;
+            };
+            if let Some(conn) = self.conns.get(oldest.slot as usize) {
+                debug!(
+                    "{} dropped: the oldest of {max} connections in the handshake",
+                    conn.peer()
+                );
+            }
+            self.counters.handshake_evicted();
+            self.remove(oldest.slot as usize);
         }
     }
 
@@ -399,6 +436,7 @@ impl<H: Handler> Server<H> {
                 ready: Vec::new(),
                 turn_reads: 0,
                 turn_accepts: 0,
+                handshakes: VecDeque::new(),
                 drained: Vec::new(),
                 counters: metrics.worker(worker),
                 metrics,
@@ -708,6 +746,12 @@ impl<H: Handler> Server<H> {
         });
         self.shared.counters.accepted();
         trace!("#{serial} {peer} accepted (slot {slot})");
+        let id = ConnId {
+            worker: self.shared.worker,
+            slot: slot32,
+            serial,
+        };
+        self.shared.limit_handshakes(id);
         let at = self
             .shared
             .clock
