@@ -4,6 +4,7 @@
 //! check it with [`Config::validate`] (the server does, before it binds).
 
 use crate::protocol::header::MAX_PAYLOAD_LEN;
+use crate::protocol::time::MAX_SPAN;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -111,9 +112,6 @@ pub struct Config {
 const MIN_READ_BUFFER: usize = 1024;
 /// The smallest request-head limit: a minimal upgrade request is about 150 bytes.
 const MIN_HANDSHAKE_SIZE: usize = 256;
-/// The longest timeout: timers count 32-bit milliseconds and compare them by
-/// wrapping difference, which orders deadlines less than 2^31 ms (24.8 days) apart.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 3600);
 
 impl Default for Config {
     fn default() -> Self {
@@ -148,7 +146,7 @@ impl Config {
 
     /// Checks that the values make sense together: the low watermark is not above
     /// the high one, sizes are at least their minimum, timeouts are between 1 ms and
-    /// 24 days. The first problem found is returned, naming the field.
+    /// [`MAX_SPAN`] (2^30 ms, 12.4 days: the timers count 32-bit milliseconds). The first problem found is returned, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let at_least = |field, value: u64, min: u64| {
             if value < min {
@@ -207,10 +205,10 @@ impl Config {
         ];
         for (field, timeout) in timeouts {
             if let Some(t) = timeout {
-                if t < Duration::from_millis(1) || t > MAX_TIMEOUT {
+                if t < Duration::from_millis(1) || t > MAX_SPAN {
                     return Err(ConfigError::new(
                         field,
-                        format!("is {t:?}; it must be between 1 ms and 24 days"),
+                        format!("is {t:?}; it must be between 1 ms and 12 days (2^30 ms, the longest span the timers keep)"),
                     ));
                 }
             }
@@ -336,11 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_must_be_between_a_millisecond_and_24_days() {
+    fn timeouts_must_be_between_a_millisecond_and_the_longest_timer_span() {
         let zero = Config::builder().close_timeout(Duration::ZERO).build();
         assert_eq!(zero.unwrap_err().field(), "close_timeout");
         let long = Config::builder()
-            .idle_timeout(Some(Duration::from_secs(30 * 24 * 3600)))
+            .idle_timeout(Some(MAX_SPAN + Duration::from_millis(1)))
             .build();
         assert_eq!(long.unwrap_err().field(), "idle_timeout");
         assert!(Config::builder().idle_timeout(None).build().is_ok());
