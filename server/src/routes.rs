@@ -18,7 +18,7 @@ pub fn respond(request: &HttpRequest, metrics: &Metrics) -> HttpResponse {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.snapshot().prometheus(),
         ),
-        (true, _) => HttpResponse::new(404).body("text/plain", "not found\n"),
+        (true, _) => HttpResponse::not_found(),
         (false, _) => HttpResponse::new(405)
             .header("Allow", "GET, HEAD")
             .body("text/plain", "method not allowed\n"),
